@@ -1,0 +1,3 @@
+from kubetide.cli import main
+
+raise SystemExit(main())

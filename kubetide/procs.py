@@ -1,0 +1,112 @@
+"""Child processes that kubetide starts (demo, tests): started with logs to a file, stopped cleanly.
+
+Each process gets its own process group so that stopping it also stops anything it started;
+stop() sends SIGTERM, waits a grace period, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger("kubetide.procs")
+
+
+def kubetide_argv(*args: str) -> list[str]:
+    """argv that runs a kubetide CLI command with this interpreter (no PATH lookup)."""
+    return [sys.executable, "-m", "kubetide", *args]
+
+
+class ManagedProcess:
+    def __init__(self, name: str, argv: Sequence[str], log_path: str | Path,
+                 env: dict[str, str] | None = None, cwd: str | Path | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = Path(log_path)
+        self.env = env
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        logf = open(self.log_path, "ab")
+        env = {**os.environ, **(self.env or {})}
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self.proc = subprocess.Popen(self.argv, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=self.cwd,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        logf.close()
+        log.info("started %s (pid %d), log %s", self.name, self.proc.pid, self.log_path)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, grace_s: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.alive():
+                log.warning("%s did not stop within %.0fs of SIGTERM; killing it", self.name, grace_s)
+                self.signal(signal.SIGKILL)
+                self.proc.wait(5)
+        # Reap anything left in its process group.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return self.proc.returncode
+
+
+class ProcessGroup:
+    """Start processes in order, stop them in reverse order (also on errors and Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self.procs: list[ManagedProcess] = []
+
+    def add(self, proc: ManagedProcess) -> ManagedProcess:
+        self.procs.append(proc.start())
+        return proc
+
+    def dead(self) -> list[ManagedProcess]:
+        return [p for p in self.procs if not p.alive()]
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        for p in reversed(self.procs):
+            p.stop(grace_s)
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
