@@ -1,0 +1,688 @@
+"""kubesim scenarios: YAML files describing a cluster and its workload.
+
+A scenario is loaded by path or by name (``load_scenario("demo")`` looks in
+``kubesim/scenarios/<name>.yaml``) and validated; every problem raises
+:class:`ScenarioError` whose message starts with the path of the bad field
+(``apps[2].requests.cpu: not a quantity: 'abc'``).
+
+Schema (quantities use Kubernetes notation: ``250m``, ``2``, ``512Mi``)::
+
+    name: demo                       # str, required
+    seed: 42                         # int, default 0; all randomness comes from it
+    start: "2024-06-03T08:00:00Z"    # UTC start of the virtual clock, required
+    duration_h: 24                   # length of an offline run, default 24
+    resolution_s: 10                 # virtual seconds per tick, default 10
+    speed: 60                        # virtual s per real s when served; 0 = manual clock
+    system_overhead: {cpu: 100m, memory: 512Mi}   # per node, added to node usage
+    zones: [zone-a, zone-b]          # required, non-empty
+    node_groups:                     # required, non-empty
+      - name: general
+        cpu: 8                       # allocatable per node
+        memory: 32Gi
+        labels: {k: v}               # optional, added to every node
+        taints: [{key: k, value: v, effect: NoSchedule}]
+        nodes_per_zone: 2            # nodes named <group>-<zone>-<i>, or
+        nodes:                       # explicit nodes (zone required, name optional)
+          - {name: node-a-1, zone: zone-a, labels: {...}, taints: [...], unschedulable: false}
+    namespaces: [shop]               # kube-system and default always exist
+    daemonsets:                      # one pod per node, owner kind DaemonSet
+      - {name: kube-proxy, namespace: kube-system, requests: {cpu: 100m, memory: 128Mi},
+         usage: {cpu: 50m, memory: 64Mi}}
+    apps:                            # Deployments
+      - name: web                    # label app=<name>
+        namespace: shop
+        replicas: 4
+        requests: {cpu: 250m, memory: 256Mi}
+        limits: {cpu: "2"}           # optional; usage is capped at limits.cpu
+        startup_s: 30                # scheduled -> Ready delay (virtual seconds)
+        labels: {tier: front}        # extra pod labels
+        node_selector: {k: v}
+        tolerations: [{key: k, operator: Exists|Equal, value: v, effect: NoSchedule}]
+        demand:                      # total app CPU demand (cores) at virtual time t:
+          cpu: 2.0                   #   daily mean
+          tide: {ratio: 3, peak_hour: 14}   # peak/trough ratio, hour (UTC) of the peak
+          spikes: {every_h: 1, at_min: 0, duration_min: 5, factor: 1.5}
+          noise: 0.05                # relative gaussian noise per tick
+          memory: 300Mi              # per-pod memory usage (flat, +-1 %)
+        pdb: {minAvailable: 2}       # or {maxUnavailable: "25%"}, optional name; or a list
+        pods:                        # per initial pod (by index) overrides
+          - {index: 0, node: node-a-1, usage_multiplier: 2.5, deletion_cost: 100}
+
+Per-pod CPU usage = demand(t) / ready replicas * usage_multiplier (replacement
+pods get multiplier 1), capped at limits.cpu and at the node's capacity (pods on
+an overcommitted node are scaled down proportionally).  Pods that are running
+but not yet Ready use 10 % of their CPU request.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .quantity import parse_quantity
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+class ScenarioError(ValueError):
+    """A scenario file is invalid; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str = ""
+    effect: str = "NoSchedule"
+
+    def to_dict(self) -> dict[str, str]:
+        d = {"key": self.key, "effect": self.effect}
+        if self.value:
+            d["value"] = self.value
+        return d
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str = ""
+    operator: str = "Equal"
+    value: str = ""
+    effect: str = ""
+
+    def tolerates(self, taint: Taint) -> bool:
+        if self.effect and self.effect != taint.effect:
+            return False
+        if self.operator == "Exists":
+            return not self.key or self.key == taint.key
+        return self.key == taint.key and self.value == taint.value
+
+    def to_dict(self) -> dict[str, str]:
+        d = {"operator": self.operator}
+        if self.key:
+            d["key"] = self.key
+        if self.value:
+            d["value"] = self.value
+        if self.effect:
+            d["effect"] = self.effect
+        return d
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    zone: str
+    group: str
+    cpu: float
+    memory: float
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    unschedulable: bool = False
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    name: str
+    cpu: float
+    memory: float
+    nodes: tuple[NodeSpec, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+
+
+@dataclass(frozen=True)
+class Spikes:
+    every_h: float = 1.0
+    at_min: float = 0.0
+    duration_min: float = 5.0
+    factor: float = 1.5
+
+
+@dataclass(frozen=True)
+class Demand:
+    cpu: float
+    tide_ratio: float = 1.0
+    peak_hour: float = 14.0
+    spikes: Spikes | None = None
+    noise: float = 0.0
+    memory: float = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class PDBSpec:
+    name: str
+    min_available: int | str | None = None
+    max_unavailable: int | str | None = None
+
+
+@dataclass(frozen=True)
+class PodOverride:
+    index: int
+    node: str | None = None
+    usage_multiplier: float = 1.0
+    deletion_cost: int | None = None
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    name: str
+    namespace: str
+    replicas: int
+    cpu_request: float
+    mem_request: float
+    demand: Demand
+    cpu_limit: float | None = None
+    mem_limit: float | None = None
+    startup_s: float = 30.0
+    labels: dict[str, str] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+    pdbs: tuple[PDBSpec, ...] = ()
+    pods: tuple[PodOverride, ...] = ()
+    image: str = "registry.local/app:1"
+
+    def override(self, index: int) -> PodOverride | None:
+        for o in self.pods:
+            if o.index == index:
+                return o
+        return None
+
+
+@dataclass(frozen=True)
+class DaemonSetSpec:
+    name: str
+    namespace: str = "kube-system"
+    cpu_request: float = 0.1
+    mem_request: float = 128 * 2**20
+    usage_cpu: float = 0.05
+    usage_memory: float = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    seed: int
+    start: datetime
+    duration_h: float
+    resolution_s: float
+    speed: float
+    zones: tuple[str, ...]
+    node_groups: tuple[NodeGroup, ...]
+    namespaces: tuple[str, ...]
+    apps: tuple[AppSpec, ...]
+    daemonsets: tuple[DaemonSetSpec, ...] = ()
+    overhead_cpu: float = 0.1
+    overhead_memory: float = 512 * 2**20
+    source: str = ""
+
+    @property
+    def nodes(self) -> tuple[NodeSpec, ...]:
+        return tuple(n for g in self.node_groups for n in g.nodes)
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+def _err(path: str, msg: str) -> ScenarioError:
+    return ScenarioError(f"{path}: {msg}" if path else msg)
+
+
+def _map(v: Any, path: str) -> dict:
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise _err(path, f"expected a mapping, got {type(v).__name__}")
+    return v
+
+
+def _list(v: Any, path: str) -> list:
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise _err(path, f"expected a list, got {type(v).__name__}")
+    return v
+
+
+def _known(d: dict, allowed: set[str], path: str) -> None:
+    for k in d:
+        if k not in allowed:
+            raise _err(f"{path}.{k}" if path else str(k), f"unknown field (allowed: {', '.join(sorted(allowed))})")
+
+
+def _required(d: dict, key: str, path: str) -> Any:
+    if key not in d or d[key] is None:
+        raise _err(f"{path}.{key}" if path else key, "required field is missing")
+    return d[key]
+
+
+def _str(v: Any, path: str, *, dns: bool = False) -> str:
+    if not isinstance(v, str) or not v:
+        raise _err(path, f"expected a non-empty string, got {v!r}")
+    if dns and (len(v) > 63 or not _NAME_RE.match(v)):
+        raise _err(path, f"{v!r} is not a valid DNS-1123 label")
+    return v
+
+
+def _num(v: Any, path: str, *, minimum: float | None = None, positive: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _err(path, f"expected a number, got {v!r}")
+    if positive and v <= 0:
+        raise _err(path, f"must be > 0, got {v!r}")
+    if minimum is not None and v < minimum:
+        raise _err(path, f"must be >= {minimum}, got {v!r}")
+    return float(v)
+
+
+def _int(v: Any, path: str, *, minimum: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _err(path, f"expected an integer, got {v!r}")
+    if minimum is not None and v < minimum:
+        raise _err(path, f"must be >= {minimum}, got {v!r}")
+    return v
+
+
+def _qty(v: Any, path: str, *, positive: bool = False) -> float:
+    try:
+        q = parse_quantity(v)
+    except ValueError as e:
+        raise _err(path, str(e)) from None
+    if positive and q <= 0:
+        raise _err(path, f"must be > 0, got {v!r}")
+    return q
+
+
+def _labels(v: Any, path: str) -> dict[str, str]:
+    d = _map(v, path)
+    out = {}
+    for k, val in d.items():
+        if not isinstance(k, str) or not k:
+            raise _err(path, f"label key {k!r} must be a non-empty string")
+        if not isinstance(val, str | int | float) or isinstance(val, bool):
+            raise _err(f"{path}.{k}", f"label value must be a string, got {val!r}")
+        out[k] = str(val)
+    return out
+
+
+def _taints(v: Any, path: str) -> tuple[Taint, ...]:
+    out = []
+    for i, t in enumerate(_list(v, path)):
+        p = f"{path}[{i}]"
+        t = _map(t, p)
+        _known(t, {"key", "value", "effect"}, p)
+        effect = t.get("effect", "NoSchedule")
+        if effect not in _EFFECTS:
+            raise _err(f"{p}.effect", f"must be one of {', '.join(_EFFECTS)}, got {effect!r}")
+        out.append(Taint(_str(_required(t, "key", p), f"{p}.key"), str(t.get("value", "")), effect))
+    return tuple(out)
+
+
+def _tolerations(v: Any, path: str) -> tuple[Toleration, ...]:
+    out = []
+    for i, t in enumerate(_list(v, path)):
+        p = f"{path}[{i}]"
+        t = _map(t, p)
+        _known(t, {"key", "operator", "value", "effect"}, p)
+        op = t.get("operator", "Equal")
+        if op not in ("Equal", "Exists"):
+            raise _err(f"{p}.operator", f"must be Equal or Exists, got {op!r}")
+        effect = t.get("effect", "")
+        if effect and effect not in _EFFECTS:
+            raise _err(f"{p}.effect", f"must be one of {', '.join(_EFFECTS)}, got {effect!r}")
+        out.append(Toleration(str(t.get("key", "")), op, str(t.get("value", "")), effect))
+    return tuple(out)
+
+
+def _int_or_percent(v: Any, path: str) -> int | str:
+    if isinstance(v, bool):
+        raise _err(path, f"expected an integer or a percentage, got {v!r}")
+    if isinstance(v, int):
+        if v < 0:
+            raise _err(path, f"must be >= 0, got {v!r}")
+        return v
+    if isinstance(v, str) and re.fullmatch(r"\d+%", v) and int(v[:-1]) <= 100:
+        return v
+    raise _err(path, f"expected an integer or a percentage like '25%', got {v!r}")
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _parse_node_groups(raw: Any, zones: tuple[str, ...]) -> tuple[NodeGroup, ...]:
+    groups = []
+    seen: set[str] = set()
+    items = _list(raw, "node_groups")
+    if not items:
+        raise _err("node_groups", "at least one node group is required")
+    for gi, g in enumerate(items):
+        p = f"node_groups[{gi}]"
+        g = _map(g, p)
+        _known(g, {"name", "cpu", "memory", "labels", "taints", "nodes_per_zone", "nodes"}, p)
+        gname = _str(_required(g, "name", p), f"{p}.name", dns=True)
+        cpu = _qty(_required(g, "cpu", p), f"{p}.cpu", positive=True)
+        mem = _qty(_required(g, "memory", p), f"{p}.memory", positive=True)
+        glabels = _labels(g.get("labels"), f"{p}.labels")
+        gtaints = _taints(g.get("taints"), f"{p}.taints")
+        nodes: list[NodeSpec] = []
+        if "nodes_per_zone" in g and "nodes" in g:
+            raise _err(f"{p}.nodes", "give either nodes_per_zone or nodes, not both")
+        if "nodes" in g:
+            for ni, n in enumerate(_list(g["nodes"], f"{p}.nodes")):
+                np_ = f"{p}.nodes[{ni}]"
+                n = _map(n, np_)
+                _known(n, {"name", "zone", "labels", "taints", "unschedulable", "cpu", "memory"}, np_)
+                zone = _str(_required(n, "zone", np_), f"{np_}.zone")
+                if zone not in zones:
+                    raise _err(f"{np_}.zone", f"unknown zone {zone!r} (zones: {', '.join(zones)})")
+                name = _str(n.get("name") or f"{gname}-{ni + 1}", f"{np_}.name", dns=True)
+                unsched = n.get("unschedulable", False)
+                if not isinstance(unsched, bool):
+                    raise _err(f"{np_}.unschedulable", f"expected true/false, got {unsched!r}")
+                nodes.append(
+                    NodeSpec(
+                        name=name,
+                        zone=zone,
+                        group=gname,
+                        cpu=_qty(n["cpu"], f"{np_}.cpu", positive=True) if "cpu" in n else cpu,
+                        memory=_qty(n["memory"], f"{np_}.memory", positive=True) if "memory" in n else mem,
+                        labels={**glabels, **_labels(n.get("labels"), f"{np_}.labels")},
+                        taints=gtaints + _taints(n.get("taints"), f"{np_}.taints"),
+                        unschedulable=unsched,
+                    )
+                )
+        else:
+            per_zone = _int(_required(g, "nodes_per_zone", p), f"{p}.nodes_per_zone", minimum=1)
+            for zone in zones:
+                for i in range(per_zone):
+                    name = f"{gname}-{zone}-{i + 1}"
+                    _str(name, f"{p}.name", dns=True)
+                    nodes.append(NodeSpec(name, zone, gname, cpu, mem, dict(glabels), gtaints))
+        for n in nodes:
+            if n.name in seen:
+                raise _err(f"{p}.nodes", f"duplicate node name {n.name!r}")
+            seen.add(n.name)
+        groups.append(NodeGroup(gname, cpu, mem, tuple(nodes), glabels, gtaints))
+    return tuple(groups)
+
+
+def _parse_demand(raw: Any, path: str) -> Demand:
+    d = _map(raw, path)
+    _known(d, {"cpu", "tide", "spikes", "noise", "memory"}, path)
+    cpu = _qty(_required(d, "cpu", path), f"{path}.cpu")
+    tide = _map(d.get("tide"), f"{path}.tide")
+    _known(tide, {"ratio", "peak_hour"}, f"{path}.tide")
+    ratio = _num(tide.get("ratio", 1.0), f"{path}.tide.ratio", minimum=1.0)
+    peak_hour = _num(tide.get("peak_hour", 14.0), f"{path}.tide.peak_hour", minimum=0.0)
+    if peak_hour >= 24:
+        raise _err(f"{path}.tide.peak_hour", f"must be < 24, got {peak_hour!r}")
+    spikes = None
+    if d.get("spikes") is not None:
+        sp = f"{path}.spikes"
+        s = _map(d["spikes"], sp)
+        _known(s, {"every_h", "at_min", "duration_min", "factor"}, sp)
+        spikes = Spikes(
+            every_h=_num(s.get("every_h", 1.0), f"{sp}.every_h", positive=True),
+            at_min=_num(s.get("at_min", 0.0), f"{sp}.at_min", minimum=0.0),
+            duration_min=_num(s.get("duration_min", 5.0), f"{sp}.duration_min", positive=True),
+            factor=_num(s.get("factor", 1.5), f"{sp}.factor", minimum=0.0),
+        )
+    noise = _num(d.get("noise", 0.0), f"{path}.noise", minimum=0.0)
+    mem = _qty(d.get("memory", "256Mi"), f"{path}.memory")
+    return Demand(cpu, ratio, peak_hour, spikes, noise, mem)
+
+
+def _parse_pdbs(raw: Any, app: str, path: str) -> tuple[PDBSpec, ...]:
+    if raw is None:
+        return ()
+    items = raw if isinstance(raw, list) else [raw]
+    out = []
+    for i, item in enumerate(items):
+        p = f"{path}[{i}]" if isinstance(raw, list) else path
+        d = _map(item, p)
+        _known(d, {"name", "minAvailable", "maxUnavailable", "min_available", "max_unavailable"}, p)
+        mn = d.get("minAvailable", d.get("min_available"))
+        mx = d.get("maxUnavailable", d.get("max_unavailable"))
+        if (mn is None) == (mx is None):
+            raise _err(f"{p}.minAvailable", "exactly one of minAvailable or maxUnavailable is required")
+        name = _str(d.get("name") or (app if i == 0 else f"{app}-{i + 1}"), f"{p}.name", dns=True)
+        out.append(
+            PDBSpec(
+                name,
+                _int_or_percent(mn, f"{p}.minAvailable") if mn is not None else None,
+                _int_or_percent(mx, f"{p}.maxUnavailable") if mx is not None else None,
+            )
+        )
+    return tuple(out)
+
+
+def _parse_resources(raw: Any, path: str, *, required: bool) -> tuple[float | None, float | None]:
+    d = _map(raw, path)
+    _known(d, {"cpu", "memory"}, path)
+    if required:
+        _required(d, "cpu", path)
+        _required(d, "memory", path)
+    cpu = _qty(d["cpu"], f"{path}.cpu") if "cpu" in d else None
+    mem = _qty(d["memory"], f"{path}.memory") if "memory" in d else None
+    return cpu, mem
+
+
+def _parse_apps(raw: Any, namespaces: set[str], nodes: set[str]) -> tuple[AppSpec, ...]:
+    apps = []
+    seen = set()
+    for ai, a in enumerate(_list(raw, "apps")):
+        p = f"apps[{ai}]"
+        a = _map(a, p)
+        _known(
+            a,
+            {
+                "name", "namespace", "replicas", "requests", "limits", "startup_s", "labels",
+                "node_selector", "tolerations", "demand", "pdb", "pods", "image",
+            },
+            p,
+        )
+        name = _str(_required(a, "name", p), f"{p}.name", dns=True)
+        ns = _str(a.get("namespace", "default"), f"{p}.namespace", dns=True)
+        if ns not in namespaces:
+            raise _err(f"{p}.namespace", f"unknown namespace {ns!r} (declare it under namespaces)")
+        if (ns, name) in seen:
+            raise _err(f"{p}.name", f"duplicate app {ns}/{name}")
+        seen.add((ns, name))
+        replicas = _int(_required(a, "replicas", p), f"{p}.replicas", minimum=0)
+        cpu_req, mem_req = _parse_resources(_required(a, "requests", p), f"{p}.requests", required=True)
+        cpu_lim, mem_lim = _parse_resources(a.get("limits"), f"{p}.limits", required=False)
+        overrides = []
+        for oi, o in enumerate(_list(a.get("pods"), f"{p}.pods")):
+            op = f"{p}.pods[{oi}]"
+            o = _map(o, op)
+            _known(o, {"index", "node", "usage_multiplier", "deletion_cost"}, op)
+            idx = _int(o.get("index", oi), f"{op}.index", minimum=0)
+            if idx >= replicas:
+                raise _err(f"{op}.index", f"index {idx} >= replicas ({replicas})")
+            node = o.get("node")
+            if node is not None and node not in nodes:
+                raise _err(f"{op}.node", f"unknown node {node!r}")
+            cost = o.get("deletion_cost")
+            overrides.append(
+                PodOverride(
+                    idx,
+                    node,
+                    _num(o.get("usage_multiplier", 1.0), f"{op}.usage_multiplier", minimum=0.0),
+                    _int(cost, f"{op}.deletion_cost") if cost is not None else None,
+                )
+            )
+        labels = _labels(a.get("labels"), f"{p}.labels")
+        if "app" in labels:
+            raise _err(f"{p}.labels.app", "the app label is set from the app name")
+        apps.append(
+            AppSpec(
+                name=name,
+                namespace=ns,
+                replicas=replicas,
+                cpu_request=cpu_req or 0.0,
+                mem_request=mem_req or 0.0,
+                cpu_limit=cpu_lim,
+                mem_limit=mem_lim,
+                demand=_parse_demand(_required(a, "demand", p), f"{p}.demand"),
+                startup_s=_num(a.get("startup_s", 30.0), f"{p}.startup_s", minimum=0.0),
+                labels=labels,
+                node_selector=_labels(a.get("node_selector"), f"{p}.node_selector"),
+                tolerations=_tolerations(a.get("tolerations"), f"{p}.tolerations"),
+                pdbs=_parse_pdbs(a.get("pdb"), name, f"{p}.pdb"),
+                pods=tuple(overrides),
+                image=_str(a.get("image", f"registry.local/{name}:1"), f"{p}.image"),
+            )
+        )
+    return tuple(apps)
+
+
+def _parse_daemonsets(raw: Any, namespaces: set[str]) -> tuple[DaemonSetSpec, ...]:
+    out = []
+    for i, d in enumerate(_list(raw, "daemonsets")):
+        p = f"daemonsets[{i}]"
+        d = _map(d, p)
+        _known(d, {"name", "namespace", "requests", "usage"}, p)
+        ns = _str(d.get("namespace", "kube-system"), f"{p}.namespace", dns=True)
+        if ns not in namespaces:
+            raise _err(f"{p}.namespace", f"unknown namespace {ns!r}")
+        cpu, mem = _parse_resources(d.get("requests"), f"{p}.requests", required=False)
+        ucpu, umem = _parse_resources(d.get("usage"), f"{p}.usage", required=False)
+        out.append(
+            DaemonSetSpec(
+                _str(_required(d, "name", p), f"{p}.name", dns=True),
+                ns,
+                0.1 if cpu is None else cpu,
+                128 * 2**20 if mem is None else mem,
+                0.05 if ucpu is None else ucpu,
+                64 * 2**20 if umem is None else umem,
+            )
+        )
+    return tuple(out)
+
+
+def _parse_start(v: Any) -> datetime:
+    if isinstance(v, datetime):
+        dt = v
+    elif isinstance(v, str):
+        try:
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            raise _err("start", f"not an ISO-8601 time: {v!r}") from None
+    else:
+        raise _err("start", f"expected an ISO-8601 UTC time, got {v!r}")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+def parse_scenario(doc: Any, *, source: str = "") -> Scenario:
+    """Validate a scenario document (the parsed YAML) and build a :class:`Scenario`."""
+    d = _map(doc, "")
+    _known(
+        d,
+        {
+            "name", "seed", "start", "duration_h", "resolution_s", "speed", "zones", "node_groups",
+            "namespaces", "apps", "daemonsets", "system_overhead", "description",
+        },
+        "",
+    )
+    name = _str(_required(d, "name", ""), "name")
+    seed = _int(d.get("seed", 0), "seed", minimum=0)
+    start = _parse_start(_required(d, "start", ""))
+    zones_raw = _list(_required(d, "zones", ""), "zones")
+    if not zones_raw:
+        raise _err("zones", "at least one zone is required")
+    zones = tuple(_str(z, f"zones[{i}]") for i, z in enumerate(zones_raw))
+    if len(set(zones)) != len(zones):
+        raise _err("zones", "duplicate zone")
+    groups = _parse_node_groups(_required(d, "node_groups", ""), zones)
+    ns_list = ["default", "kube-system"]
+    for i, ns in enumerate(_list(d.get("namespaces"), "namespaces")):
+        ns = _str(ns, f"namespaces[{i}]", dns=True)
+        if ns not in ns_list:
+            ns_list.append(ns)
+    nsset = set(ns_list)
+    node_names = {n.name for g in groups for n in g.nodes}
+    apps = _parse_apps(d.get("apps"), nsset, node_names)
+    overhead = _map(d.get("system_overhead"), "system_overhead")
+    ocpu, omem = _parse_resources(overhead, "system_overhead", required=False)
+    return Scenario(
+        name=name,
+        seed=seed,
+        start=start,
+        duration_h=_num(d.get("duration_h", 24.0), "duration_h", positive=True),
+        resolution_s=_num(d.get("resolution_s", 10.0), "resolution_s", positive=True),
+        speed=_num(d.get("speed", 60.0), "speed", minimum=0.0),
+        zones=zones,
+        node_groups=groups,
+        namespaces=tuple(ns_list),
+        apps=apps,
+        daemonsets=_parse_daemonsets(d.get("daemonsets"), nsset),
+        overhead_cpu=0.1 if ocpu is None else ocpu,
+        overhead_memory=512 * 2**20 if omem is None else omem,
+        source=source,
+    )
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """Deep-merge ``over`` into ``base``; lists of mappings with ``name`` merge by name."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base[k], v) if k in base else copy.deepcopy(v)
+        return out
+    if (
+        isinstance(base, list)
+        and isinstance(over, list)
+        and all(isinstance(x, dict) and "name" in x for x in base + over)
+    ):
+        out = [copy.deepcopy(x) for x in base]
+        index = {x["name"]: i for i, x in enumerate(out)}
+        for item in over:
+            if item["name"] in index:
+                out[index[item["name"]]] = _merge(out[index[item["name"]]], item)
+            else:
+                out.append(copy.deepcopy(item))
+        return out
+    return copy.deepcopy(over)
+
+
+def resolve_scenario_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists() or "/" in str(name_or_path):
+        if not p.exists():
+            raise ScenarioError(f"scenario file not found: {p}")
+        return p
+    candidate = SCENARIO_DIR / f"{name_or_path}.yaml"
+    if not candidate.exists():
+        known = sorted(x.stem for x in SCENARIO_DIR.glob("*.yaml"))
+        raise ScenarioError(f"unknown scenario {name_or_path!r} (known: {', '.join(known)})")
+    return candidate
+
+
+def load_scenario(
+    name_or_path: str | Path | dict, *, overrides: dict | None = None, seed: int | None = None
+) -> Scenario:
+    """Load and validate a scenario by name (kubesim/scenarios/<name>.yaml), path, or raw dict.
+
+    ``overrides`` is deep-merged into the document before validation (lists of named
+    items such as apps and node_groups merge by ``name``); ``seed`` replaces the seed.
+    """
+    if isinstance(name_or_path, dict):
+        doc, source = copy.deepcopy(name_or_path), "<dict>"
+    else:
+        path = resolve_scenario_path(name_or_path)
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ScenarioError(f"{path}: invalid YAML: {e}") from None
+        source = str(path)
+    if overrides:
+        doc = _merge(_map(doc, ""), overrides)
+    if seed is not None:
+        doc = {**_map(doc, ""), "seed": seed}
+    return parse_scenario(doc, source=source)
