@@ -1,0 +1,42 @@
+"""Strategy registry: config name → (settings dataclass, pure ``plan(state, settings)``).
+
+To add a strategy: a module here with a frozen settings dataclass (defaults on the fields,
+``validate()``) and ``plan(state, settings) -> list[DescheduleDecision]``, plus one line below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubetide.config import ConfigError, build
+from kubetide.models import DescheduleDecision
+from streams.core.strategies import lownodeload
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    settings_cls: type
+    plan: Callable[[Any, Any], list[DescheduleDecision]]
+
+
+REGISTRY: dict[str, Strategy] = {
+    lownodeload.NAME: Strategy(lownodeload.NAME, lownodeload.LowNodeLoadSettings, lownodeload.plan),
+}
+
+
+def build_strategies(config: Mapping[str, Any] | None,
+                     where: str = "streams.strategies") -> list[tuple[Strategy, Any]]:
+    """Every registered strategy with its settings (from ``config[name]``, defaults otherwise).
+
+    Unknown names are an error; disabled strategies are still returned (``plan`` honours ``enabled``).
+    """
+    config = config or {}
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of strategy name to settings")
+    for name in config:
+        if name not in REGISTRY:
+            raise ConfigError(f"{where}.{name}: unknown strategy (known: {', '.join(sorted(REGISTRY))})")
+    return [(st, build(st.settings_cls, config.get(name), f"{where}.{name}")) for name, st in REGISTRY.items()]

@@ -1,0 +1,62 @@
+"""The planner's pure loop: planner-input messages in, descheduling decisions out.
+
+State lives in memory only. After a restart it is rebuilt from the collector's periodic
+``SYNC`` restatements of every object (informer-style resync) and from new metric ticks: until
+a Node and its Pods have been restated the node is unknown, and a source needs ``consecutive``
+fresh ticks again, so a restart delays decisions but never makes a wrong one on stale data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kubetide.models import DescheduleDecision
+from streams.core.messages import NodeSummary, PlannerInput
+from streams.core.state import ClusterState, EvictorSettings
+from streams.core.strategies import Strategy
+from streams.core.ticks import TickAssembler
+
+
+class Planner:
+    def __init__(self, strategies: Sequence[tuple[Strategy, Any]], evictor: EvictorSettings | None = None,
+                 *, history: int = 10, tick_s: float = 0.0, lateness_s: float = 60.0) -> None:
+        self.strategies = list(strategies)
+        need = max([getattr(st, "consecutive", 1) for _, st in self.strategies] + [1])
+        self.state = ClusterState(history=max(history, need), evictor=evictor or EvictorSettings())
+        self.ticks = TickAssembler(tick_s=tick_s, lateness_s=lateness_s)
+        self.keep_s = max([max(getattr(st, "node_cooldown_s", 0.0), getattr(st, "pod_cooldown_s", 0.0))
+                           for _, st in self.strategies] + [0.0])
+        self.ticks_planned = 0
+
+    def handle(self, msg: PlannerInput) -> list[DescheduleDecision]:
+        if msg.kind == "event":
+            assert msg.event is not None
+            self.state.apply_event(msg.event)
+            done = []
+            if msg.event.kind == "Node":
+                if msg.event.type == "DELETED":
+                    self.ticks.forget(msg.event.name)
+                done = self.ticks.recheck(self.state.ready_nodes())
+        else:
+            assert msg.node is not None
+            done = self.ticks.add(msg.node, self.state.ready_nodes())
+        return self._plan_ticks(done)
+
+    def _plan_ticks(self, done: list[tuple[float, dict[str, NodeSummary]]]) -> list[DescheduleDecision]:
+        out: list[DescheduleDecision] = []
+        for ts, summaries in done:
+            out.extend(self.plan_tick(ts, summaries))
+        return out
+
+    def plan_tick(self, ts: float, summaries: dict[str, NodeSummary]) -> list[DescheduleDecision]:
+        self.state.apply_tick(ts, summaries)
+        self.ticks_planned += 1
+        out: list[DescheduleDecision] = []
+        for strategy, settings in self.strategies:
+            decisions = strategy.plan(self.state, settings)
+            for d in decisions:
+                self.state.record_decision(d.strategy, d.from_node, (d.pod.namespace, d.pod.name), d.made_at)
+            out.extend(decisions)
+        self.state.prune_decisions(ts, self.keep_s)
+        return out

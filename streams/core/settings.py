@@ -1,0 +1,64 @@
+"""The ``streams:`` section of the kubetide config, built and validated once at start (pure).
+
+```yaml
+streams:
+  evictor: {protected_namespaces: [kube-system, kube-public, kube-node-lease, kubetide],
+            evict_local_storage_pods: false, priority_threshold: 2000000000, respect_pdb: true}
+  profiler: {windows_s: [3600, 86400], buckets_per_window: 12, relative_accuracy: 0.01,
+             emit_interval_s: 60, margin: 1.2, ...}
+  planner: {history: 10, tick_s: 0, lateness_s: 60}
+  strategies:
+    LowNodeLoad: {high_cpu_pct: 80, low_cpu_pct: 50, consecutive: 3, ...}
+```
+Errors name the bad field, e.g. ``streams.strategies.LowNodeLoad.high_cpu_pct: must be in (0, 100]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetide.config import build, section
+from streams.core.profile import ProfileSettings
+from streams.core.state import EvictorSettings
+from streams.core.strategies import Strategy, build_strategies
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    history: int = 10
+    tick_s: float = 0.0
+    lateness_s: float = 60.0
+
+    def validate(self) -> None:
+        if not 1 <= self.history <= 1000:
+            raise ValueError("history: must be in [1, 1000]")
+        if self.tick_s < 0:
+            raise ValueError("tick_s: must be >= 0 (0 = use each summary's ts as is)")
+        if self.lateness_s < 0:
+            raise ValueError("lateness_s: must be >= 0")
+
+
+@dataclass(frozen=True)
+class StreamsSettings:
+    evictor: EvictorSettings = field(default_factory=EvictorSettings)
+    profiler: ProfileSettings = field(default_factory=ProfileSettings)
+    planner: PlannerSettings = field(default_factory=PlannerSettings)
+    strategies: tuple[tuple[Strategy, Any], ...] = ()
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any] | None) -> StreamsSettings:
+        sec = section(config or {}, "streams")
+        unknown = set(sec) - {"evictor", "profiler", "planner", "strategies"}
+        if unknown:
+            from kubetide.config import ConfigError
+
+            raise ConfigError(f"streams.{sorted(unknown)[0]}: unknown setting "
+                              "(known: evictor, planner, profiler, strategies)")
+        return cls(
+            evictor=build(EvictorSettings, section(sec, "evictor"), "streams.evictor"),
+            profiler=build(ProfileSettings, section(sec, "profiler"), "streams.profiler"),
+            planner=build(PlannerSettings, section(sec, "planner"), "streams.planner"),
+            strategies=tuple(build_strategies(section(sec, "strategies"))),
+        )
