@@ -653,8 +653,10 @@ def _merge(base: Any, over: Any) -> Any:
 
 def resolve_scenario_path(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists() or "/" in str(name_or_path):
-        if not p.exists():
+    # A path when it looks like one or names a file; a bare name otherwise (a directory that
+    # happens to share a scenario's name, e.g. a run dir called "demo", is not a scenario).
+    if p.suffix in (".yaml", ".yml") or p.is_file() or "/" in str(name_or_path):
+        if not p.is_file():
             raise ScenarioError(f"scenario file not found: {p}")
         return p
     candidate = SCENARIO_DIR / f"{name_or_path}.yaml"

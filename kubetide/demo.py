@@ -180,7 +180,7 @@ async def _drive(args: argparse.Namespace, sim_url: str, bootstrap: str, group: 
                         raise RuntimeError(f"{dead[0].name} died (code {dead[0].returncode()}):\n{dead[0].tail()}")
                     st = await status()
                     sp = _spread(st)
-                    info = (f"{st.get('time', '')[:16]}  spread {sp['max_min']:.0f} pts  "
+                    info = (f"{st.get('virtual_time', '')[:16]}  spread {sp['max_min']:.0f} pts  "
                             f"hot node {_node_pcts(st).get(hot_node, 0):.0f}%  "
                             f"decisions {sum(tally.decisions.values())}  actions {sum(tally.actions.values())}")
                     progress.update(task, completed=i + 1, info=info)
@@ -225,7 +225,7 @@ def _table(res: dict[str, Any], args: argparse.Namespace) -> Table:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 110)
     run_dir = Path(args.run_dir).resolve()
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -263,15 +263,19 @@ def run(args: argparse.Namespace) -> int:
 
         common = ["--bootstrap-servers", bootstrap]
         env = {"KUBETIDE_LOG_LEVEL": args.log_level}
-        group.add(ManagedProcess("streams", kubetide_argv("streams", *common, "--web-port", "0",
-                                                          "--data-dir", str(run_dir / "streams")),
-                                 run_dir / "streams.log", env=env))
+        streams_ready = run_dir / "streams.ready.json"
+        streams = group.add(ManagedProcess(
+            "streams", kubetide_argv("streams", *common, "--web-port", "0", "--data-dir", str(run_dir / "streams"),
+                                     "--ready-file", str(streams_ready)),
+            run_dir / "streams.log", env=env))
         group.add(ManagedProcess("collector", kubetide_argv("collector", *common, "--kubeconfig", str(kubeconfig),
                                                             "--metrics-interval", str(max(args.pace / 2, 0.02))),
                                  run_dir / "collector.log", env=env))
         act = ["actuator", *common, "--kubeconfig", str(kubeconfig)] + (["--dry-run"] if args.dry_run else [])
         group.add(ManagedProcess("actuator", kubetide_argv(*act), run_dir / "actuator.log", env=env))
         console.print(f"collector, stream worker and actuator started; logs in {run_dir}")
+        with console.status("waiting for the stream worker to join its consumer group…"):
+            _wait_file(streams_ready, streams, 90)
         res = asyncio.run(_drive(args, sim_url, bootstrap, group, console))
         console.print(_table(res, args))
         return 0

@@ -205,3 +205,11 @@ def test_cli_bad_scenario_exit_code(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kubesim", "--scenario", str(bad)],
                           capture_output=True, text=True, env=env, timeout=30)
     assert proc.returncode == 2 and "node_groups" in proc.stderr
+
+
+def test_bare_scenario_name_is_not_shadowed_by_a_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()  # e.g. a run directory named after the scenario
+    assert load_scenario("demo").name == "demo"
+    with pytest.raises(ScenarioError, match="scenario file not found"):
+        load_scenario("./demo")
