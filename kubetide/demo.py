@@ -262,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"kubesim at {sim_url} (kubeconfig {kubeconfig})")
 
         common = ["--bootstrap-servers", bootstrap]
-        env = {"KUBETIDE_LOG_LEVEL": args.log_level}
+        env = {"KUBETIDE_LOG_LEVEL": args.log_level,
+               "KUBETIDE_METRICS_PORT": os.environ.get("KUBETIDE_METRICS_PORT", "0")}
         streams_ready = run_dir / "streams.ready.json"
         streams = group.add(ManagedProcess(
             "streams", kubetide_argv("streams", *common, "--web-port", "0", "--data-dir", str(run_dir / "streams"),

@@ -13,6 +13,8 @@ import logging
 import os
 import sys
 
+from kubetide.metrics import add_metrics_argument, start_worker_metrics
+
 log = logging.getLogger("kubetide.streams")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -46,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=".kubetide/streams", help="faust data directory")
     parser.add_argument("--worker-id", default=None, help="name of this worker in dead letters and logs")
     parser.add_argument("--log-level", default=os.environ.get("KUBETIDE_LOG_LEVEL", "INFO"))
+    add_metrics_argument(parser)
     parser.add_argument("--embedded", dest="embedded", action="store_true", default=None,
                         help="apply the embedded-broker workarounds (default: when every bootstrap host is "
                              "loopback, or $KUBETIDE_EMBEDDED)")
@@ -91,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
              args.bootstrap_servers, embedded, app.conf.web_port,
              ", ".join(f"{s.name}{'' if getattr(c, 'enabled', True) else ' (disabled)'}"
                        for s, c in settings.strategies))
+    start_worker_metrics("streams", args.metrics_port)
     worker = faust.Worker(app, loglevel=args.log_level.upper(), override_logging=False, quiet=True,
                           redirect_stdouts=False)
     # faust.Worker handles SIGINT/SIGTERM itself: it stops the app (commits offsets, leaves the

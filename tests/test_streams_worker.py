@@ -180,8 +180,10 @@ def test_worker_ready_quickly_and_serves_metrics(scenario: Scenario) -> None:
     assert 0 < scenario.ready_s < 20
     with urllib.request.urlopen(f"http://127.0.0.1:{scenario.web_port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
-    assert 'kubetide_streams_messages_total{topic="cluster.metrics"}' in text
-    assert 'kubetide_streams_deadletters_total{reason="decode",topic="cluster.metrics"}' in text
+    # The catalogue names the dashboards read, labelled with this worker.
+    assert 'kubetide_messages_consumed_total{topic="cluster.metrics",worker="streams"}' in text
+    assert 'kubetide_deadletters_total{origin="cluster.metrics",reason="decode",worker="streams"}' in text
+    assert 'kubetide_decisions_total{strategy="LowNodeLoad",type="deschedule"}' in text
 
 
 def test_hot_node_gets_a_deschedule_decision(scenario: Scenario) -> None:

@@ -92,6 +92,7 @@ from aiokafka.errors import KafkaError
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from kubetide import metrics
 from kubetide import models as m
 from kubetide.codec import DecodeError, dead_letter_for, decode, encode
 from kubetide.config import DEFAULT_PROTECTED_NAMESPACES
@@ -528,6 +529,10 @@ class Actuator:
             message=result.message, http_status=result.http_status, retry_after_s=result.retry_after_s,
             attempt=attempt, worker=self.name)
         await self.producer.send_and_wait(ACTIONS, encode(action), key=decision.id.encode())
+        metrics.observe_produced(ACTIONS)
+        metrics.observe_action(result.outcome, result.reason, getattr(action.target, "namespace", None))
+        if attempt == 1:
+            metrics.observe_latency(topic, decision.made_at, ts)
         if result.outcome in APPLIED_OUTCOMES:
             self.applied.add(decision.id)
         self.stats[f"{result.outcome}:{result.reason}"] += 1
@@ -539,6 +544,7 @@ class Actuator:
         dl = dead_letter_for(exc, rec.value, origin_topic=rec.topic, origin_partition=rec.partition,
                              origin_offset=rec.offset, origin_key=rec.key, worker=self.name)
         await self.producer.send_and_wait(DEADLETTER, encode(dl), key=rec.topic.encode())
+        metrics.observe_deadletter(rec.topic, dl.reason)
         self.stats[f"deadletter:{dl.reason}"] += 1
         log.warning("%s[%d]@%d → deadletter (%s): %s", rec.topic, rec.partition, rec.offset, dl.reason, dl.error)
 
@@ -673,7 +679,8 @@ class Actuator:
                 batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.max_in_flight)
                 if consumer.assignment():
                     self.ready.set()
-                for records in batches.values():
+                for tp, records in batches.items():
+                    metrics.observe_consumed(tp.topic, len(records))
                     for rec in records:
                         await self._sem.acquire()
                         self._offsets.start(_tp(rec), rec.offset)
@@ -777,7 +784,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     try:
-        return run_main(lambda stop: amain(args, stop), "actuator")
+        return run_main(lambda stop: amain(args, stop), "actuator", args)
     except FileNotFoundError as exc:
         log.error("%s", exc)
         return 2

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from kubetide import config as ktconfig
 from kubetide.kafka import consumer_config, ensure_topics, producer_config
+from kubetide.metrics import add_metrics_argument, start_worker_metrics
 from kubetide.topics import spec
 
 log = logging.getLogger("kubetide.workers")
@@ -40,6 +41,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-create-topics", dest="create_topics", action="store_false",
                         help="do not create this worker's topics at start (they must exist)")
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default: $KUBETIDE_LOG_LEVEL or INFO)")
+    add_metrics_argument(parser)
 
 
 def load_settings(args: argparse.Namespace, cls: type[T], section: str) -> T:
@@ -86,11 +88,15 @@ def setup_logging_once(level: str | None) -> None:
         setup_logging(level)
 
 
-def run_main(main: Callable[[asyncio.Event], Awaitable[int]], name: str) -> int:
+def run_main(main: Callable[[asyncio.Event], Awaitable[int]], name: str,
+             args: argparse.Namespace | None = None) -> int:
     """Run ``main(stop_event)`` in a fresh event loop; SIGINT/SIGTERM set ``stop_event``.
 
-    A second signal cancels the main task (hard stop).
+    A second signal cancels the main task (hard stop). With ``args``, /metrics is served on
+    ``args.metrics_port`` while it runs.
     """
+    if args is not None:
+        start_worker_metrics(name, getattr(args, "metrics_port", None))
 
     async def runner() -> int:
         loop = asyncio.get_running_loop()
@@ -122,3 +128,8 @@ def run_main(main: Callable[[asyncio.Event], Awaitable[int]], name: str) -> int:
         return asyncio.run(runner())
     except (KeyboardInterrupt, asyncio.CancelledError):
         return 130
+    finally:
+        if args is not None:
+            from kubetide import metrics
+
+            metrics.set_worker_down()
