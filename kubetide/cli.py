@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collector": ("workers.collector", "watch a cluster and publish cluster.events and cluster.metrics"),
     "streams": ("streams.cli", "run a stream-processing worker (profiles, planners)"),
     "actuator": ("workers.actuator", "apply decisions to the cluster safely and publish actions"),
+    "forecast": ("kubetide.forecast_cli", "detect periods and forecast the columns of a CSV trace (JSON contract)"),
+    "evaluate": ("kubetide.evaluate", "run a kubesim scenario with kubetide and with the baseline; score both"),
 }
 
 EPILOG = """\

@@ -1,0 +1,341 @@
+"""Per-workload autoscaling: predictive + reactive CPU, custom metrics and cron, combined like KEDA (pure).
+
+A policy (YAML, one per workload; every field has a default)::
+
+    min_replicas: 2
+    max_replicas: 40
+    target_cpu_utilization: 60        # percent of the pod's CPU request
+    reactive: true                    # the plain HPA CPU trigger (always on unless false)
+    predictive:                       # EHPA-style: forecast the workload's CPU, provision for the peak
+      prediction_window_s: 1800       # look this far ahead (pods start slowly)
+      margin: 0.1                     # + 10 % on the forecast peak
+      max_error: 0.25                 # fall back to reactive when the backtest WAPE is above this
+    metrics:                          # custom metrics from app.metrics (queue length, qps…)
+      - {metric: queue_length, target_per_replica: 30}
+    cron:                             # fixed replicas during a schedule, in a time zone (DST-safe)
+      - {name: business-hours, start: "0 8 * * 1-5", end: "0 20 * * 1-5", timezone: Europe/Berlin, replicas: 10}
+    behavior: {scale_down: {stabilization_window_seconds: 600}}   # Kubernetes HPA v2 behaviour
+
+Triggers, each proposing a replica count (``None`` = no opinion or no data):
+
+- **reactive** — Kubernetes' CPU utilisation rule (``hpa.replicas_for_utilization``) on the pods'
+  current usage, or on the workload's last CPU sample ÷ current replicas when per-pod data is absent;
+- **predictive** — periods of the CPU history (``forecast.detect_periods``) → forecast → maximum over
+  the next ``prediction_window_s`` × (1 + ``margin``) → ``ceil(peak / (request × target))``. It steps
+  aside, with the reason in the evidence, when the history is not periodic, too short, or the
+  forecast's backtest error (WAPE, also published) is above ``max_error`` — the reactive trigger
+  then decides alone;
+- **metric** — ``ceil(value / target_per_replica)`` (external metric ``averageValue``, with the
+  HPA tolerance) from the latest ``app.metrics`` value; a value older than ``max_age_s`` is missing
+  (never read as 0);
+- **cron** — active from each ``start`` firing to the next ``end`` firing (cron expressions in
+  ``timezone``, via croniter on zone-aware local time, so a DST change moves the schedule with the
+  wall clock); while active it proposes ``replicas``.
+
+The highest proposal wins (as KEDA/HPA do across metrics) and is named as the trigger; the
+HPA behaviour (stabilisation, rate policies, min/max, hold on missing metrics) is applied by
+``hpa.step``. :func:`step` returns the new HPA state and an :class:`~kubetide.models.AutoscaleDecision`
+when the desired count differs from the current one (deterministic id from the inputs).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import numpy as np
+from croniter import croniter
+
+from kubetide.models import AutoscaleDecision, WorkloadRef, decision_id
+from streams.core import forecast as fc
+from streams.core import hpa
+
+STRATEGY = "Autoscale"
+
+
+@dataclass(frozen=True)
+class PredictiveTrigger:
+    enabled: bool = True
+    prediction_window_s: float = 1800.0
+    margin: float = 0.1
+    max_error: float = 0.25
+    min_confidence: float = 0.3
+    history_s: float = 14 * 86400.0  # use at most this much history
+    method: str = "auto"
+
+    def validate(self) -> None:
+        if self.prediction_window_s <= 0:
+            raise ValueError("prediction_window_s: must be > 0")
+        if not 0 <= self.margin <= 5:
+            raise ValueError("margin: must be in [0, 5]")
+        if self.max_error <= 0:
+            raise ValueError("max_error: must be > 0")
+        if not 0 <= self.min_confidence <= 1:
+            raise ValueError("min_confidence: must be in [0, 1]")
+        if self.history_s <= 0:
+            raise ValueError("history_s: must be > 0")
+        if self.method not in fc.METHODS:
+            raise ValueError(f"method: must be one of {', '.join(fc.METHODS)}")
+
+
+@dataclass(frozen=True)
+class MetricTrigger:
+    metric: str = ""
+    target_per_replica: float = 1.0
+    name: str = ""
+    max_age_s: float = 300.0
+
+    @property
+    def label(self) -> str:
+        return self.name or f"metric:{self.metric}"
+
+    def validate(self) -> None:
+        if not self.metric:
+            raise ValueError("metric: required (an app.metrics metric name, e.g. queue_length)")
+        if self.target_per_replica <= 0:
+            raise ValueError("target_per_replica: must be > 0")
+        if self.max_age_s <= 0:
+            raise ValueError("max_age_s: must be > 0")
+
+
+@dataclass(frozen=True)
+class CronTrigger:
+    start: str = ""
+    end: str = ""
+    replicas: int = 1
+    timezone: str = "UTC"
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name or f"cron:{self.start}"
+
+    def validate(self) -> None:
+        for f in ("start", "end"):
+            expr = getattr(self, f)
+            if not expr or not croniter.is_valid(expr):
+                raise ValueError(f"{f}: {expr!r} is not a valid cron expression")
+        if self.replicas < 0:
+            raise ValueError("replicas: must be >= 0")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone: unknown time zone {self.timezone!r}") from None
+
+    def active(self, now: float) -> bool:
+        """True from a ``start`` firing until the next ``end`` firing (start inclusive, end exclusive)."""
+        local = datetime.fromtimestamp(now, UTC).astimezone(ZoneInfo(self.timezone))
+        nxt_start = croniter(self.start, local).get_next(float)
+        nxt_end = croniter(self.end, local).get_next(float)
+        return nxt_end < nxt_start
+
+
+@dataclass(frozen=True)
+class AutoscalePolicy:
+    min_replicas: int = 1
+    max_replicas: int = 10
+    target_cpu_utilization: float = 70.0
+    reactive: bool = True
+    predictive: PredictiveTrigger = field(default_factory=PredictiveTrigger)
+    metrics: tuple[MetricTrigger, ...] = ()
+    cron: tuple[CronTrigger, ...] = ()
+    behavior: hpa.HpaBehavior = field(default_factory=hpa.HpaBehavior)
+    tolerance: float = 0.1
+    ttl_s: float = 120.0
+
+    def validate(self) -> None:
+        self.hpa_settings().validate()
+        if not 0 < self.target_cpu_utilization <= 100:
+            raise ValueError("target_cpu_utilization: must be in (0, 100]")
+        if self.ttl_s <= 0:
+            raise ValueError("ttl_s: must be > 0")
+        for name, items in (("predictive", [self.predictive]), ("metrics", self.metrics), ("cron", self.cron)):
+            for i, item in enumerate(items):
+                try:
+                    item.validate()
+                except ValueError as exc:
+                    raise ValueError(f"{name}{'' if name == 'predictive' else f'[{i}]'}.{exc}") from None
+
+    def hpa_settings(self) -> hpa.HpaSettings:
+        return hpa.HpaSettings(self.min_replicas, self.max_replicas, self.tolerance, self.behavior)
+
+
+@dataclass(frozen=True)
+class WorkloadObservation:
+    """What the planner knows about one workload at event time ``now``."""
+
+    workload: WorkloadRef
+    now: float
+    current_replicas: int
+    cpu_request_cores: float  # per pod
+    cpu_history: np.ndarray = field(default_factory=lambda: np.array([]))  # workload total cores, NaN = missing
+    interval_s: float = 60.0  # of cpu_history; its last sample is at ``now``
+    pod_cpu_cores: np.ndarray | None = None  # current per-pod usage (NaN = no sample)
+    pod_ready: np.ndarray | None = None
+    metrics: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (ts, value)
+    zone_usage: Mapping[str, float] = field(default_factory=dict)  # zone -> cores used by the workload
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    name: str
+    replicas: int | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PredictiveResult:
+    replicas: int | None
+    status: str  # "ok" or "fallback: <reason>"
+    peak_cores: float | None = None
+    error: float | None = None
+    method: str = ""
+    period_s: float | None = None
+    confidence: float | None = None
+
+
+def predictive(policy: AutoscalePolicy, obs: WorkloadObservation) -> PredictiveResult:
+    p = policy.predictive
+    if not p.enabled:
+        return PredictiveResult(None, "fallback: predictive trigger disabled")
+    x = np.asarray(obs.cpu_history, dtype=float)
+    keep = int(p.history_s / obs.interval_s)
+    x = x[-keep:] if keep > 0 else x
+    if len(x) < 16 or np.isnan(x).all():
+        return PredictiveResult(None, "fallback: too little CPU history")
+    periods = fc.detect_periods(x, obs.interval_s, min_confidence=p.min_confidence)
+    if not periods:
+        return PredictiveResult(None, "fallback: CPU history is not periodic")
+    horizon = max(1, math.ceil(p.prediction_window_s / obs.interval_s))
+    f = fc.forecast(x, obs.interval_s, horizon, method=p.method, periods=periods)
+    top = max(periods, key=lambda q: q.confidence)
+    base = dict(error=f.backtest_error, method=f.method, period_s=top.period_s, confidence=top.confidence)
+    if f.backtest_error is None:
+        return PredictiveResult(None, "fallback: forecast could not be backtested", **base)
+    if f.backtest_error > p.max_error:
+        return PredictiveResult(None, f"fallback: forecast error {f.backtest_error:.1%} above {p.max_error:.0%}",
+                                **base)
+    peak = fc.window_max(f.values, obs.interval_s, p.prediction_window_s, margin=p.margin)
+    if not math.isfinite(peak):
+        return PredictiveResult(None, "fallback: empty forecast", **base)
+    per_pod = obs.cpu_request_cores * policy.target_cpu_utilization / 100.0
+    return PredictiveResult(math.ceil(peak / per_pod - 1e-9), "ok", peak_cores=peak, **base)
+
+
+def reactive(policy: AutoscalePolicy, obs: WorkloadObservation) -> TriggerResult:
+    if obs.pod_cpu_cores is not None and len(obs.pod_cpu_cores):
+        reqs = np.full(len(obs.pod_cpu_cores), obs.cpu_request_cores)
+        r = hpa.replicas_for_utilization(obs.current_replicas, obs.pod_cpu_cores, reqs, policy.target_cpu_utilization,
+                                         ready=obs.pod_ready, tolerance=policy.tolerance)
+        return TriggerResult("reactive", r, "per-pod CPU utilisation")
+    hist = np.asarray(obs.cpu_history, dtype=float)
+    last = float(hist[-1]) if len(hist) else float("nan")
+    if not math.isfinite(last) or obs.current_replicas <= 0:
+        return TriggerResult("reactive", None, "no current CPU sample")
+    util = last / (obs.current_replicas * obs.cpu_request_cores) * 100.0
+    r = hpa.replicas_for_ratio(obs.current_replicas, util, policy.target_cpu_utilization, tolerance=policy.tolerance)
+    return TriggerResult("reactive", r, f"workload CPU utilisation {util:.0f} %")
+
+
+def metric_trigger(t: MetricTrigger, obs: WorkloadObservation, tolerance: float) -> TriggerResult:
+    sample = obs.metrics.get(t.metric)
+    if sample is None:
+        return TriggerResult(t.label, None, f"no {t.metric} sample")
+    ts, value = sample
+    if obs.now - ts > t.max_age_s or not math.isfinite(value):
+        return TriggerResult(t.label, None, f"{t.metric} sample is stale ({obs.now - ts:.0f} s old)")
+    r = hpa.replicas_for_average_value(obs.current_replicas, value, t.target_per_replica, tolerance=tolerance)
+    return TriggerResult(t.label, r, f"{t.metric}={value:g}, {t.target_per_replica:g} per replica")
+
+
+def evaluate_triggers(policy: AutoscalePolicy,
+                      obs: WorkloadObservation) -> tuple[list[TriggerResult], PredictiveResult]:
+    """Every trigger's proposal. A ``None`` from reactive or metric is a missing metric (hold on
+    scale-down); an inactive cron or a predictive fallback simply has no opinion and is left out."""
+    out: list[TriggerResult] = []
+    for c in policy.cron:
+        if c.active(obs.now):
+            out.append(TriggerResult(c.label, c.replicas, f"schedule active ({c.timezone})"))
+    for m in policy.metrics:
+        out.append(metric_trigger(m, obs, policy.tolerance))
+    pred = predictive(policy, obs)
+    if pred.replicas is not None:
+        out.append(TriggerResult("predictive", pred.replicas,
+                                 f"forecast peak {pred.peak_cores:.3g} cores in the next "
+                                 f"{policy.predictive.prediction_window_s:g} s (+{policy.predictive.margin:.0%})"))
+    if policy.reactive:
+        out.append(reactive(policy, obs))
+    return out, pred
+
+
+def zone_shares(zone_usage: Mapping[str, float]) -> dict[str, float]:
+    vals = {z: float(v) for z, v in zone_usage.items() if v is not None and math.isfinite(v) and v >= 0}
+    total = sum(vals.values())
+    if total <= 0:
+        return {}
+    return {z: round(v / total, 4) for z, v in sorted(vals.items())}
+
+
+def _num(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else round(float(v), 6)
+
+
+def step(state: hpa.HpaState, policy: AutoscalePolicy,
+         obs: WorkloadObservation) -> tuple[hpa.HpaState, AutoscaleDecision | None, dict[str, Any]]:
+    """One planning round: (new HPA state, a decision when the replica count should change, evidence)."""
+    triggers, pred = evaluate_triggers(policy, obs)
+    proposals = [t.replicas for t in triggers]
+    new_state, res = hpa.step(state, obs.now, obs.current_replicas, proposals, policy.hpa_settings())
+    valid = [t for t in triggers if t.replicas is not None]
+    winner = max(valid, key=lambda t: t.replicas) if valid else None  # first of the highest (cron, metric, …)
+    evidence: dict[str, Any] = {
+        "current_replicas": obs.current_replicas,
+        "desired_replicas": res.desired,
+        "hpa_reason": res.reason,
+        "predictive_status": pred.status,
+        "forecast_peak_cores": _num(pred.peak_cores),
+        "forecast_error": _num(pred.error),
+        "forecast_method": pred.method or None,
+        "period_s": _num(pred.period_s),
+        "period_confidence": _num(pred.confidence),
+        "target_cpu_utilization": policy.target_cpu_utilization,
+        "cpu_request_cores": _num(obs.cpu_request_cores),
+    }
+    for t in triggers:
+        evidence[f"replicas.{t.name}"] = t.replicas
+    evidence = {k: v for k, v in evidence.items() if v is not None}
+    if res.desired == obs.current_replicas:
+        return new_state, None, evidence
+    trig = winner.name if winner is not None else "bounds"
+    why = (f"{winner.name}: {winner.note} → {winner.replicas} replicas" if winner is not None else res.message)
+    if pred.status != "ok" and policy.predictive.enabled:
+        why += f"; predictive {pred.status}"
+    reason = f"{why}; scale {obs.current_replicas} → {res.desired} ({res.reason})"
+    did = decision_id(STRATEGY, obs.workload.key, obs.now, obs.current_replicas, res.desired,
+                      sorted((t.name, t.replicas) for t in triggers if t.replicas is not None), res.reason)
+    decision = AutoscaleDecision(
+        id=did, made_at=obs.now, expires_at=obs.now + policy.ttl_s, strategy=STRATEGY, reason=reason,
+        evidence=evidence, workload=obs.workload, current_replicas=obs.current_replicas,
+        desired_replicas=res.desired, trigger=trig, zones=zone_shares(obs.zone_usage))
+    return new_state, decision, evidence
+
+
+def plan(policy: AutoscalePolicy, obs: WorkloadObservation,
+         state: hpa.HpaState | None = None) -> AutoscaleDecision | None:
+    """The decision for one round (use :func:`step` to carry the HPA state between rounds)."""
+    return step(state or hpa.HpaState(), policy, obs)[1]
+
+
+def load_policies(data: Mapping[str, Any] | None, where: str = "autoscale.workloads") -> dict[str, AutoscalePolicy]:
+    """``{"namespace/name": policy}`` from a mapping of workload key to policy settings."""
+    from kubetide.config import ConfigError, build
+
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of namespace/name to an autoscaling policy")
+    return {str(k): build(AutoscalePolicy, v, f"{where}.{k}") for k, v in data.items()}

@@ -1,0 +1,175 @@
+"""Per-workload autoscaling: predictive, reactive, custom-metric and cron triggers (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from kubetide.config import ConfigError, build
+from kubetide.models import AutoscaleDecision, WorkloadRef
+from streams.core.autoscale import (
+    AutoscalePolicy,
+    CronTrigger,
+    MetricTrigger,
+    PredictiveTrigger,
+    WorkloadObservation,
+    load_policies,
+    plan,
+    step,
+    zone_shares,
+)
+from streams.core.hpa import HpaState
+
+WL = WorkloadRef(namespace="shop", kind="Deployment", name="web")
+IV = 60.0
+
+
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso).replace(tzinfo=UTC).timestamp()
+
+
+def _diurnal_history(days=3, now=_ts("2024-05-01T12:00:00"), noise=0.05, seed=0):
+    n = int(days * 86400 / IV)
+    t = now - (n - 1 - np.arange(n)) * IV
+    x = 4 + 3 * np.sin(2 * np.pi * (t - 6 * 3600) / 86400)  # peak at 12:00 UTC
+    return x + np.random.default_rng(seed).normal(0, noise, n), now
+
+
+def _obs(**kw):
+    base = dict(workload=WL, now=_ts("2024-05-01T12:00:00"), current_replicas=10, cpu_request_cores=1.0,
+                interval_s=IV)
+    base.update(kw)
+    return WorkloadObservation(**base)
+
+
+def test_cron_across_dst_change_berlin():
+    c = CronTrigger(start="0 6 * * *", end="0 20 * * *", timezone="Europe/Berlin", replicas=8)
+    # 06:00 CET = 05:00 UTC on Saturday 30 March 2024, 06:00 CEST = 04:00 UTC on Sunday 31 March
+    assert not c.active(_ts("2024-03-30T04:30:00"))
+    assert c.active(_ts("2024-03-30T05:00:00"))
+    assert c.active(_ts("2024-03-31T04:00:00"))
+    assert not c.active(_ts("2024-03-31T03:59:00"))
+    assert not c.active(_ts("2024-03-31T18:00:00"))  # 20:00 CEST: ended
+    assert c.active(_ts("2024-03-31T17:59:00"))
+    # and back in October: 06:00 CET = 05:00 UTC
+    assert not c.active(_ts("2024-10-27T04:30:00"))
+    assert c.active(_ts("2024-10-27T05:00:00"))
+
+
+def test_cron_trigger_sets_replicas_and_wins():
+    pol = AutoscalePolicy(min_replicas=1, max_replicas=30, reactive=False,
+                          predictive=PredictiveTrigger(enabled=False),
+                          cron=(CronTrigger(start="0 8 * * *", end="0 18 * * *", replicas=12, name="office"),))
+    d = plan(pol, _obs(current_replicas=3, now=_ts("2024-05-01T09:00:00")))
+    assert d is not None and d.trigger == "office" and d.desired_replicas == 7  # 100 % or 4 pods per 15 s
+    assert d.evidence["replicas.office"] == 12
+    assert plan(pol, _obs(current_replicas=3, now=_ts("2024-05-01T19:00:00"))) is None  # no trigger: hold
+
+
+def test_custom_metric_queue_length():
+    pol = AutoscalePolicy(max_replicas=50, reactive=False, predictive=PredictiveTrigger(enabled=False),
+                          metrics=(MetricTrigger(metric="queue_length", target_per_replica=30),))
+    now = _ts("2024-05-01T12:00:00")
+    d = plan(pol, _obs(current_replicas=4, now=now, metrics={"queue_length": (now - 5, 240.0)}))
+    assert d.trigger == "metric:queue_length" and d.desired_replicas == 8  # ceil(240 / 30)
+    # a stale sample is missing, not zero: no scale-down
+    _st, d, ev = step(HpaState(), pol, _obs(current_replicas=8, now=now, metrics={"queue_length": (now - 900, 0.0)}))
+    assert d is None and ev["hpa_reason"] == "InvalidMetrics"
+
+
+def test_predictive_provisions_for_the_coming_peak():
+    hist, now = _diurnal_history()
+    # at 11:00 UTC the peak (7 cores at 12:00) is inside the 30-minute window only partially;
+    # ask at 11:40: the forecast max over the next 30 min is close to 7 cores
+    now2 = now - 20 * 60
+    hist2 = hist[:-20]
+    pol = AutoscalePolicy(min_replicas=1, max_replicas=50, target_cpu_utilization=50,
+                          predictive=PredictiveTrigger(prediction_window_s=1800, margin=0.1))
+    _st, _d, ev = step(HpaState(), pol, _obs(current_replicas=14, now=now2, cpu_history=hist2, cpu_request_cores=1.0))
+    assert ev["predictive_status"] == "ok"
+    assert ev["period_s"] == 86400
+    assert 6.5 <= ev["forecast_peak_cores"] / 1.1 <= 7.5
+    assert ev["replicas.predictive"] == int(np.ceil(ev["forecast_peak_cores"] / 0.5))
+    assert ev["forecast_error"] < 0.1
+    assert ev["replicas.predictive"] >= ev["replicas.reactive"]
+
+
+def test_predictive_falls_back_when_not_periodic():
+    rng = np.random.default_rng(3)
+    hist = 5 + rng.normal(0, 0.5, 3 * 1440)
+    pol = AutoscalePolicy(max_replicas=50, target_cpu_utilization=50)
+    _st, d, ev = step(HpaState(), pol, _obs(current_replicas=4, cpu_history=hist))
+    assert ev["predictive_status"].startswith("fallback: CPU history is not periodic")
+    assert "replicas.predictive" not in ev and d is not None and d.trigger == "reactive"
+    assert "not periodic" in d.reason
+
+
+def test_predictive_falls_back_on_high_error():
+    hist, _now = _diurnal_history(noise=2.0, seed=5)
+    pol = AutoscalePolicy(max_replicas=50, predictive=PredictiveTrigger(max_error=0.01))
+    _, _, ev = step(HpaState(), pol, _obs(cpu_history=hist))
+    assert ev["predictive_status"].startswith("fallback: forecast error")
+    assert ev["forecast_error"] > 0.01
+
+
+def test_combination_max_wins_and_decision_is_deterministic():
+    hist, now = _diurnal_history()
+    pol = AutoscalePolicy(min_replicas=1, max_replicas=100, target_cpu_utilization=70,
+                          metrics=(MetricTrigger(metric="qps", target_per_replica=100),),
+                          cron=(CronTrigger(start="0 0 * * *", end="59 23 * * *", replicas=3, name="floor"),))
+    obs = _obs(current_replicas=10, now=now, cpu_history=hist, metrics={"qps": (now, 2500.0)},
+               zone_usage={"eu-1a": 3.0, "eu-1b": 1.0, "eu-1c": 0.0})
+    _st1, d1, ev = step(HpaState(), pol, obs)
+    _st2, d2, _ = step(HpaState(), pol, obs)
+    assert isinstance(d1, AutoscaleDecision) and d1 == d2 and d1.id == d2.id
+    assert d1.trigger == "metric:qps" and ev["replicas.metric:qps"] == 25
+    assert ev["replicas.floor"] == 3
+    assert d1.desired_replicas == 20  # scale-up limited to 100 % per 15 s
+    assert d1.zones == {"eu-1a": 0.75, "eu-1b": 0.25, "eu-1c": 0.0}
+    assert d1.expires_at == now + pol.ttl_s and d1.made_at == now
+    AutoscaleDecision.model_validate(d1.to_dict())  # round-trips through the contract
+
+
+def test_scale_down_is_stabilised():
+    pol = AutoscalePolicy(max_replicas=50, predictive=PredictiveTrigger(enabled=False),
+                          metrics=(MetricTrigger(metric="qps", target_per_replica=100),), reactive=False)
+    now = _ts("2024-05-01T12:00:00")
+    st, d, _ = step(HpaState(), pol, _obs(current_replicas=20, now=now, metrics={"qps": (now, 2000.0)}))
+    assert d is None
+    st, d, ev = step(st, pol, _obs(current_replicas=20, now=now + 60, metrics={"qps": (now + 60, 500.0)}))
+    assert d is None and ev["hpa_reason"] == "ScaleDownStabilized"
+    st, d, _ = step(st, pol, _obs(current_replicas=20, now=now + 361, metrics={"qps": (now + 361, 500.0)}))
+    assert d is not None and d.desired_replicas == 5
+
+
+def test_zone_shares():
+    assert zone_shares({}) == {}
+    assert zone_shares({"a": 1, "b": 1}) == {"a": 0.5, "b": 0.5}
+    assert zone_shares({"a": float("nan"), "b": 2}) == {"b": 1.0}
+
+
+def test_policy_from_yaml_and_errors():
+    pols = load_policies({"shop/web": {
+        "min_replicas": 2, "max_replicas": 40, "target_cpu_utilization": 60,
+        "predictive": {"prediction_window_s": 900, "margin": 0.2},
+        "metrics": [{"metric": "queue_length", "target_per_replica": 30}],
+        "cron": [{"start": "0 8 * * 1-5", "end": "0 20 * * 1-5", "timezone": "Europe/Berlin", "replicas": 10}],
+        "behavior": {"scale_down": {"stabilization_window_seconds": 600}},
+    }})
+    p = pols["shop/web"]
+    assert p.predictive.prediction_window_s == 900 and p.metrics[0].target_per_replica == 30
+    assert p.behavior.scale_down.stabilization_window_seconds == 600
+    assert p.behavior.scale_up.policies[1].value == 4  # defaults kept
+    assert build(AutoscalePolicy, {}, "x") == AutoscalePolicy()
+    with pytest.raises(ConfigError, match=r"x.cron\[0\].start"):
+        build(AutoscalePolicy, {"cron": [{"start": "every day", "end": "0 1 * * *"}]}, "x")
+    with pytest.raises(ConfigError, match=r"x.cron\[0\].timezone"):
+        build(AutoscalePolicy, {"cron": [{"start": "0 1 * * *", "end": "0 2 * * *", "timezone": "Mars/Olympus"}]}, "x")
+    with pytest.raises(ConfigError, match=r"x.metrics\[0\].target_per_replica"):
+        build(AutoscalePolicy, {"metrics": [{"metric": "qps", "target_per_replica": 0}]}, "x")
+    with pytest.raises(ConfigError, match=r"x\.target_cpu_utilization"):
+        build(AutoscalePolicy, {"target_cpu_utilization": 0}, "x")
+    with pytest.raises(ConfigError, match=r"x\.predictive\.margin"):
+        build(AutoscalePolicy, {"predictive": {"margin": -1}}, "x")
