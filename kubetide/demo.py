@@ -184,6 +184,8 @@ async def _drive(args: argparse.Namespace, sim_url: str, bootstrap: str, group: 
                             f"hot node {_node_pcts(st).get(hot_node, 0):.0f}%  "
                             f"decisions {sum(tally.decisions.values())}  actions {sum(tally.actions.values())}")
                     progress.update(task, completed=i + 1, info=info)
+                    if not console.is_terminal and (i % max(1, steps // 10) < 10 or i == steps - 1):
+                        print(f"[{100 * (i + 1) // steps:3d}%] {info}", flush=True)
                 await asyncio.sleep(max(0.0, args.pace - (time.monotonic() - t0)))
         # Let the pipeline drain: wait until no new records for 2 s (at most 20 s).
         drain_deadline = time.monotonic() + 20
@@ -232,7 +234,9 @@ def run(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True)
     group = ProcessGroup()
     broker = None
-    # Turn SIGTERM into KeyboardInterrupt so the same clean-up runs.
+    # Ctrl-C and SIGTERM both raise KeyboardInterrupt so the same clean-up runs (set SIGINT
+    # explicitly: a process started in the background by a shell inherits it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         bootstrap = args.bootstrap_servers
