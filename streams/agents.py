@@ -10,6 +10,17 @@ becomes a ``deadletter`` message (key = origin topic) and the agent goes on with
   memory and written to a changelog-backed table each time a profile is emitted (at most once
   per app per ``emit_interval_s`` of event time). After a crash or a partition move, an app's
   profile resumes from its last emitted state (samples since then are lost: ≤ one interval).
+  The table and cache key is ``namespace/app`` (:func:`~streams.core.profile.state_key`): two
+  namespaces with the same app name are profiled separately, though their ``profiles`` messages
+  share the topic key ``app`` (the contract). ``interferes_with`` / ``complements`` come from this
+  worker's :class:`~streams.core.interference.Advisor` (anomalies this worker detected, hourly CPU
+  of the apps it profiles): with several workers each sees only its own partitions' share.
+- ``interference`` on ``cluster.metrics`` (key node): per-node
+  :class:`~streams.core.interference.NodeState` **in memory** (bounded ring buffers), each scrape
+  through :func:`~streams.core.interference.update`, the anomalies → ``anomalies`` (key node). A
+  partition move moves a node with it; the new owner re-learns the node's normals within
+  ``warmup`` scrapes. Undecodable input is dead-lettered once, by ``split-metrics``; this agent
+  skips it (and dead-letters only its own processing errors).
 - ``planner`` on planner-input (one partition → one active planner): in-memory
   :class:`~streams.core.planner.Planner`. It is rebuilt, not restored, after a restart or when
   the partition comes back to this worker: the collector's periodic ``SYNC`` events restate every
@@ -24,12 +35,15 @@ from typing import Any
 import faust
 from prometheus_client import generate_latest
 
+from kubetide import metrics as catalogue
 from kubetide import topics
 from kubetide.codec import DecodeError, dead_letter_for, decode, encode
 from streams import metrics
+from streams.core.interference import Advisor, InterferenceSettings, NodeState
+from streams.core.interference import update as interference_update
 from streams.core.messages import AppSamples, PlannerInput, app_requests, forward_event, split_metrics
 from streams.core.planner import Planner
-from streams.core.profile import AppProfileState, profile_message, should_emit
+from streams.core.profile import AppProfileState, profile_message, should_emit, state_key
 from streams.core.settings import StreamsSettings
 
 log = logging.getLogger("kubetide.streams")
@@ -50,6 +64,7 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
     t_samples = _topic(app, topics.APP_SAMPLES)
     t_planner = _topic(app, topics.PLANNER_INPUT)
     t_profiles = _topic(app, topics.PROFILES)
+    t_anomalies = _topic(app, topics.ANOMALIES)
     t_decisions = _topic(app, topics.DECISIONS_DESCHEDULE)
     t_dead = _topic(app, topics.DEADLETTER)
     table = app.Table(PROFILE_TABLE, default=None, partitions=topics.spec(topics.APP_SAMPLES).partitions,
@@ -94,6 +109,7 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
 
     # Profile states this worker owns, by partition (dropped when a partition is not kept).
     cache: dict[int, dict[bytes, AppProfileState]] = {}
+    advisor = Advisor()
 
     @app.agent(t_samples, name="profiler")
     async def profiler(stream: Any) -> None:
@@ -102,7 +118,7 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
             try:
                 msg = decode(topics.APP_SAMPLES, event.value)
                 assert isinstance(msg, AppSamples)
-                key = msg.app.encode()
+                key = state_key(msg.namespace, msg.app).encode()
                 part = cache.setdefault(event.message.partition, {})
                 st = part.get(key)
                 if st is None:
@@ -113,11 +129,38 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
                     metrics.PROFILED_APPS.set(sum(len(p) for p in cache.values()))
                 st.update(msg)
                 if msg.cpu_cores and should_emit(st, msg.ts):
-                    prof = profile_message(st, msg.ts)
+                    advisor.add_hourly(msg.app, st.hourly())
+                    iw, co = advisor.advice(msg.app, msg.ts)
+                    prof = profile_message(st, msg.ts, interferes_with=iw, complements=co)
                     st.last_emit_ts = msg.ts
                     table[key] = st.to_bytes()
-                    await t_profiles.send(key=key, value=encode(prof))
+                    await t_profiles.send(key=msg.app.encode(), value=encode(prof))
                     metrics.PROFILES.inc()
+            except Exception as exc:
+                await dead(exc, event)
+
+    isettings: InterferenceSettings = getattr(settings, "interference", None) or InterferenceSettings()
+    nodes: dict[str, NodeState] = {}
+    node_part: dict[str, int] = {}
+
+    @app.agent(t_metrics, name="interference")
+    async def interference(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                msg = decode(topics.CLUSTER_METRICS, event.value)
+            except DecodeError:
+                continue  # split-metrics dead-letters the same bytes
+            try:
+                st = nodes.get(msg.node)
+                if st is None:
+                    st = nodes[msg.node] = NodeState(isettings)
+                    node_part[msg.node] = event.message.partition
+                for a in interference_update(st, msg):
+                    advisor.add_anomaly(a)
+                    catalogue.observe_anomaly(a)
+                    await t_anomalies.send(key=a.node.encode(), value=encode(a))
+                    log.info("anomaly %s %s: %s/%s %s on %s", a.id, a.state, a.victim.namespace, a.victim.name,
+                             a.metric, a.node)
             except Exception as exc:
                 await dead(exc, event)
 
@@ -149,6 +192,10 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
             if not any(tp.topic == topics.APP_SAMPLES and tp.partition == p for tp in kept):
                 del cache[p]
         metrics.PROFILED_APPS.set(sum(len(p) for p in cache.values()))
+        metrics_parts = {tp.partition for tp in assigned if tp.topic == topics.CLUSTER_METRICS}
+        for n in [n for n, p in node_part.items() if p not in metrics_parts]:
+            nodes.pop(n, None)
+            node_part.pop(n, None)
         planner_tps = {tp for tp in assigned if tp.topic == topics.PLANNER_INPUT}
         if planner_tps and not (planner_tps & previous):
             holder["planner"] = _new_planner(settings)
@@ -161,7 +208,7 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
         return web.bytes(generate_latest(), content_type="text/plain")
 
     return {"split": split, "forward": forward, "profiler": profiler, "planner": planner, "table": table,
-            "holder": holder}
+            "holder": holder, "interference": interference, "nodes": nodes, "advisor": advisor}
 
 
 def _new_planner(settings: StreamsSettings) -> Planner:

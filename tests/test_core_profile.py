@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as hst
 
 from kubetide import models as m
 from kubetide.codec import decode, encode
@@ -13,24 +11,28 @@ from kubetide.config import ConfigError, build
 from streams.core.messages import AppSamples, PlannerInput, app_requests, split_metrics
 from streams.core.profile import (
     AppProfileState,
-    LogHist,
+    NodeBatcher,
     ProfileSettings,
     classify,
+    peak_hours,
     profile_message,
     should_emit,
+    state_key,
     update_and_profile,
 )
+from streams.core.sketch import rank_interval
 from tests.samples import samples
 from tests.test_core_state import T0, pod_ev
 
-QS = (50, 90, 95, 99)
+QS = (0.50, 0.90, 0.95, 0.99)
+EPS = 0.01  # the rank-error target
 
 
-def within(est: float, data: np.ndarray, q: float, alpha: float) -> bool:
-    """est is within relative alpha of the order statistic at rank floor(q (n-1)) (numpy 'lower'/'higher')."""
-    lo = np.percentile(data, q, method="lower")
-    hi = np.percentile(data, q, method="higher")
-    return lo * (1 - alpha) - 1e-12 <= est <= hi * (1 + alpha) + 1e-12
+def rank_ok(est: float, data: np.ndarray, q: float, eps: float = EPS) -> bool:
+    """The rank of ``est`` in ``data`` is within ``eps`` of ``q`` (rank interval [share <, share ≤])."""
+    lo, hi = rank_interval(data, est)
+    r = q * (data.size - 1) / data.size
+    return lo - eps - 1e-12 <= r <= hi + eps + 1e-12
 
 
 def feed(st: AppProfileState, cpu: np.ndarray, mem: np.ndarray, *, t0: float = T0, per: int = 50,
@@ -41,77 +43,67 @@ def feed(st: AppProfileState, cpu: np.ndarray, mem: np.ndarray, *, t0: float = T
                              cpu_cores=cpu[i:i + per].tolist(), mem_bytes=mem[i:i + per].tolist()))
 
 
-@pytest.mark.parametrize("dist", ["lognormal", "uniform", "bimodal", "constant"])
-def test_percentiles_match_numpy_within_relative_accuracy(dist: str) -> None:
+def dist(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    return {"lognormal": lambda: rng.lognormal(-1, 1, n), "uniform": lambda: rng.uniform(0, 4, n),
+            "pareto": lambda: rng.pareto(1.1, n), "cauchy": lambda: np.abs(rng.standard_cauchy(n)),
+            "bimodal": lambda: np.concatenate([rng.normal(0.2, 0.02, n // 2), rng.normal(3, 0.3, n - n // 2)]).clip(0),
+            "constant": lambda: np.full(n, 0.75), "zeros": lambda: np.zeros(n),
+            "mostly-zero": lambda: np.where(rng.uniform(size=n) < 0.97, 0.0, rng.exponential(1, n)),
+            "discrete": lambda: rng.integers(0, 5, n).astype(float) / 4}[name]()
+
+
+@pytest.mark.parametrize("name", ["lognormal", "uniform", "pareto", "cauchy", "bimodal", "constant", "zeros",
+                                  "mostly-zero", "discrete"])
+def test_percentiles_within_one_percent_rank_of_numpy(name: str) -> None:
     rng = np.random.default_rng(42)
-    n = 20_000
-    cpu = {"lognormal": rng.lognormal(-1, 1, n), "uniform": rng.uniform(0, 4, n),
-           "bimodal": np.concatenate([rng.normal(0.2, 0.02, n // 2), rng.normal(3, 0.3, n // 2)]).clip(0),
-           "constant": np.full(n, 0.75)}[dist]
-    rng.shuffle(cpu)
+    n = 60_000
+    cpu = dist(name, n, rng)
     mem = rng.lognormal(20, 0.4, n)
     s = ProfileSettings()
     st = AppProfileState(s)
-    feed(st, cpu, mem, step=5.0)  # 400 messages, 5 s apart: all inside both windows
-    for wi in range(2):
+    feed(st, cpu, mem, step=2.0, per=50)  # 1200 messages, 2 s apart: 40 min, inside every window
+    for wi in range(len(s.windows_s)):
         count, pc, pm = st.percentiles(wi)
         assert count == n
+        assert st.rank_error_bound(wi) <= EPS
         for q, est in zip(QS, (pc.p50, pc.p90, pc.p95, pc.p99), strict=True):
-            assert within(est, cpu, q, s.relative_accuracy), (dist, q, est)
+            assert rank_ok(est, cpu, q), (name, q, est, rank_interval(cpu, est))
+            assert est in cpu  # a stored sample, never an interpolation
         for q, est in zip(QS, (pm.p50, pm.p90, pm.p95, pm.p99), strict=True):
-            assert within(est, mem, q, s.relative_accuracy), (dist, q, est)
+            assert rank_ok(est, mem, q), (name, q, est)
         assert pc.max == cpu.max() and pm.max == mem.max()
 
 
-@settings(max_examples=60, deadline=None)
-@given(hst.lists(hst.floats(min_value=0, max_value=1e4, allow_nan=False), min_size=1, max_size=300),
-       hst.sampled_from([0.005, 0.01, 0.02]))
-def test_loghist_quantiles_property(values: list[float], alpha: float) -> None:
-    data = np.asarray(values)
-    gamma = (1 + alpha) / (1 - alpha)
-    h = LogHist()
-    h.add_keys(LogHist.key_of(data, np.log(gamma), 1e-9))
-    est = h.quantiles((0.5, 0.9, 0.95, 0.99), gamma)
-    for q, e in zip(QS, est, strict=True):
-        lo = np.percentile(data, q, method="lower")
-        hi = np.percentile(data, q, method="higher")
-        assert (lo * (1 - alpha) - 1e-9 if lo > 1e-9 else 0) <= e <= max(hi * (1 + alpha), 1e-9) + 1e-9
-
-
-def test_merge_equals_single_histogram() -> None:
-    rng = np.random.default_rng(1)
-    a, b = rng.lognormal(0, 1, 1000), rng.lognormal(1, 1, 1000)
-    lg = np.log(1.01 / 0.99)
-    ha, hb, hab = LogHist(), LogHist(), LogHist()
-    ha.add_keys(LogHist.key_of(a, lg, 1e-9))
-    hb.add_keys(LogHist.key_of(b, lg, 1e-9))
-    hab.add_keys(LogHist.key_of(np.concatenate([a, b]), lg, 1e-9))
-    ha.merge(hb)
-    assert np.array_equal(ha.keys, hab.keys) and np.array_equal(ha.counts, hab.counts)
+def test_large_bucket_keeps_one_percent_with_few_values() -> None:
+    rng = np.random.default_rng(7)
+    n = 1_000_000
+    cpu, mem = rng.lognormal(0, 1.5, n), rng.pareto(1.5, n)
+    st = AppProfileState(ProfileSettings(windows_s=(3600.0,), buckets_per_window=1))
+    st.add_samples(T0, cpu, mem)
+    n0, pc, pm = st.percentiles(0)
+    assert n0 == n and st.rank_error_bound(0) <= 0.006
+    for q, est in zip(QS, (pc.p50, pc.p90, pc.p95, pc.p99), strict=True):
+        assert rank_ok(est, cpu, q, 0.002)  # measured error is far below the proven bound
+    for q, est in zip(QS, (pm.p50, pm.p90, pm.p95, pm.p99), strict=True):
+        assert rank_ok(est, mem, q, 0.002)
+    assert st.stored() <= 2048 * 11  # k values per level, log2(n / k) + 1 levels
 
 
 def test_memory_is_bounded_by_layout_not_sample_count() -> None:
     rng = np.random.default_rng(3)
-    s = ProfileSettings(windows_s=(600.0, 3600.0), buckets_per_window=6)
+    s = ProfileSettings(windows_s=(600.0, 3600.0), buckets_per_window=6, sketch_k=256)
     st = AppProfileState(s)
     sizes = []
     for rounds in range(6):  # 6 x 2 h of data, 100 samples every 10 s
         n = 72_000
         feed(st, rng.lognormal(0, 1, n), rng.lognormal(20, 0.3, n), t0=T0 + rounds * 7200, per=100)
-        sizes.append((st.bins(), len(st.to_bytes()), sum(len(w) for w in st.buckets)))
-    assert all(b <= len(s.windows_s) * s.buckets_per_window * 2 * s.max_bins for b, _, _ in sizes)
+        sizes.append((st.stored(), len(st.to_bytes()), sum(len(w) for w in st.buckets)))
     assert all(nb <= len(s.windows_s) * (s.buckets_per_window + 1) for _, _, nb in sizes)
     # state stops growing once the windows are full: the last rounds are about the same size
-    assert max(x[1] for x in sizes[2:]) < 1.5 * min(x[1] for x in sizes[2:])
+    assert max(x[0] for x in sizes[2:]) < 1.3 * min(x[0] for x in sizes[2:])
+    assert max(x[1] for x in sizes[2:]) < 1.3 * min(x[1] for x in sizes[2:])
     count, _, _ = st.percentiles(0)
     assert count <= 100 * 600 / 10  # only the last 10 minutes (by bucket)
-
-
-def test_collapse_bounds_bins() -> None:
-    h = LogHist()
-    data = np.logspace(-8, 8, 5000)
-    h.add_keys(LogHist.key_of(data, np.log(1.01 / 0.99), 1e-9), max_bins=100)
-    assert h.keys.size == 100 and h.n == 5000
 
 
 def test_windows_slide_in_event_time_and_old_samples_are_dropped() -> None:
@@ -124,19 +116,66 @@ def test_windows_slide_in_event_time_and_old_samples_are_dropped() -> None:
     assert (n60, c60.max) == (1, 1.0) and (n600, c600.max) == (2, 10.0)
     st.add_samples(T0 - 10_000, np.array([99.0]), np.array([1e9]))  # too old for both windows
     assert st.percentiles(1)[0] == 2 and st.percentiles(1)[1].max == 10.0
+    st.add_samples(T0 + 290, np.array([5.0]), np.array([1e9]))  # late, but inside both windows
+    assert st.percentiles(1)[0] == 3 and st.percentiles(0)[0] == 2
+    st.add_samples(T0 + 1000, np.array([2.0]), np.array([1e9]))  # everything before slides out
+    assert st.percentiles(1)[0] == 1 and st.percentiles(1)[1].max == 2.0
 
 
 def test_serialisation_roundtrip_and_layout_change() -> None:
     rng = np.random.default_rng(5)
     s = ProfileSettings()
     st = AppProfileState(s)
-    feed(st, rng.lognormal(0, 1, 2000), rng.lognormal(20, 0.3, 2000))
+    feed(st, rng.lognormal(0, 1, 20_000), rng.lognormal(20, 0.3, 20_000))
     st.requests = (0.5, 1e9)
     again = AppProfileState.from_bytes(st.to_bytes(), s)
     assert again.to_bytes() == st.to_bytes()
     assert profile_message(again) == profile_message(st)
     other = AppProfileState.from_bytes(st.to_bytes(), ProfileSettings(buckets_per_window=6))
-    assert other.n_total() == 0 and other.requests == (0.5, 1e9)  # histograms restart, metadata kept
+    assert other.n_total() == 0 and other.requests == (0.5, 1e9)  # sketches restart, metadata kept
+
+
+def _daily(days: float, *, periodic: bool, seed: int = 0) -> AppProfileState:
+    rng = np.random.default_rng(seed)
+    st = AppProfileState(ProfileSettings(), namespace="shop", app="tide")
+    n = int(days * 288)
+    t = np.arange(n) * 300.0
+    hour = (t / 3600.0) % 24
+    level = 1.0 + 0.8 * np.exp(-((hour - 14) ** 2) / 6) if periodic else 1.0 + 0.3 * np.cumsum(
+        rng.normal(0, 0.05, n)).clip(-3, 3)
+    for i in range(n):
+        cpu = np.clip(level[i] + rng.normal(0, 0.1, 4), 0, None)
+        st.add_samples(T0 + t[i], cpu, np.full(4, 1e9))
+    return st
+
+
+def test_diurnal_app_has_a_daily_period_and_peak_hours() -> None:
+    st = _daily(4, periodic=True)
+    p = profile_message(st)
+    assert p.period_s == 86400.0 and p.period_strength >= 0.5
+    assert p.peak_hours and set(p.peak_hours) <= {12, 13, 14, 15, 16} and 14 in p.peak_hours
+    assert peak_hours(st.hourly()) == p.peak_hours
+
+
+def test_non_periodic_app_has_no_period() -> None:
+    for seed in range(3):
+        for days in (4, 7):
+            p = profile_message(_daily(days, periodic=False, seed=seed))
+            assert p.period_s is None and p.period_strength is None and p.peak_hours == [], (seed, days)
+    assert peak_hours(np.ones(24)) == [] and peak_hours(np.full(24, np.nan)) == []
+
+
+def test_history_is_bounded_ring() -> None:
+    st = AppProfileState(ProfileSettings(history_slots=288))
+    for i in range(3 * 288):
+        st.add_samples(T0 + 300.0 * i, np.array([float(i)]), np.array([1.0]))
+    h = st.history()
+    assert h.size == 288 and h[-1] == 3 * 288 - 1 and h[0] == 2 * 288
+    assert st.hist_sum.size == 288
+
+
+def test_state_key_separates_namespaces() -> None:
+    assert state_key("shop", "web") != state_key("blog", "web") == "blog/web"
 
 
 def test_emission_once_per_event_time_minute() -> None:
@@ -162,8 +201,8 @@ def test_profile_message_type_and_recommendation() -> None:
     feed(st, rng.uniform(0.8, 1.0, 500), rng.uniform(0.9e9, 1e9, 500), per=5)
     p = profile_message(st)
     assert p.type == "cpu-bound" and p.app == "web" and p.namespace == "shop" and p.period_s is None
-    assert p.pods == 5 and [w.window_s for w in p.windows] == [3600.0, 86400.0]
-    assert p.recommended.cpu_cores == pytest.approx(p.windows[1].cpu_cores.p95 * 1.2)
+    assert p.pods == 5 and [w.window_s for w in p.windows] == [3600.0, 86400.0, 604800.0]
+    assert p.recommended.cpu_cores == pytest.approx(p.windows[-1].cpu_cores.p95 * 1.2)
     assert p.requests == m.Resources(cpu_cores=1.0, mem_bytes=4e9)
     m.Profile.model_validate(p.to_dict())  # a valid contract message
     pc = m.Percentiles(p50=0.1, p90=0.5, p95=0.6, p99=0.9, max=1)
@@ -175,10 +214,14 @@ def test_profile_message_type_and_recommendation() -> None:
     assert classify(50, flat, pm, (0.5, 1e9), s) == "balanced"
     assert classify(50, flat, pm, (0.5, 4e9), s) == "cpu-bound"
     assert classify(50, flat, pm, (2.0, 1e9), s) == "memory-bound"
+    p2 = profile_message(st, interferes_with=["batch"], complements=["nightly", "etl"])
+    assert p2.interferes_with == ["batch"] and p2.complements == ["etl", "nightly"]
 
 
 @pytest.mark.parametrize("bad", [{"windows_s": []}, {"windows_s": [60, 60]}, {"windows_s": [-1]},
-                                 {"buckets_per_window": 0}, {"relative_accuracy": 0}, {"max_bins": 1},
+                                 {"buckets_per_window": 0}, {"sketch_k": 63}, {"stage_size": 0},
+                                 {"history_slot_s": 0}, {"history_slots": 1}, {"min_period_strength": 2},
+                                 {"period_min_cycles": 1},
                                  {"emit_interval_s": -1}, {"margin": 0.5}, {"min_samples": 0},
                                  {"bursty_ratio": 1}, {"dominance": 0.5}, {"pods_window_s": -1}])
 def test_profile_settings_validation(bad: dict) -> None:
@@ -204,3 +247,30 @@ def test_split_metrics_and_internal_messages_roundtrip() -> None:
         PlannerInput(ts=T0, kind="node", event=ev)
     with pytest.raises(ValueError):
         AppSamples(ts=T0, namespace="a", app="b", pod=["x"], cpu_cores=[], mem_bytes=[])
+
+
+def test_node_batcher_equals_per_scrape_updates() -> None:
+    rng = np.random.default_rng(11)
+    s = ProfileSettings(windows_s=(600.0, 3600.0), buckets_per_window=6, sketch_k=64)
+    batched: dict[str, AppProfileState] = {}
+    direct: dict[str, AppProfileState] = {}
+    nb = NodeBatcher(s, batched, scrapes=4)
+    names = [f"p{i}" for i in range(9)]
+    apps = ["web", "db", "web", "", "db", "web", "cache", "web", "db"]
+    for k in range(500):  # 10 s apart, crossing buckets and history slots; the pod list changes once
+        if k == 250:
+            names, apps = names[:6], apps[:6]
+        ts = T0 + 10.0 * k + (5.0 if k % 7 == 0 else 0.0)
+        cpu, mem = rng.lognormal(0, 1, len(names)), rng.lognormal(20, 0.3, len(names))
+        nb.add(ts, ["shop"] * len(names), names, apps, cpu.tolist(), mem.tolist())
+        for a in sorted(set(apps) - {""}):
+            idx = [i for i, x in enumerate(apps) if x == a]
+            st = direct.setdefault(state_key("shop", a), AppProfileState(s, namespace="shop", app=a))
+            st.add_samples(ts, cpu[idx], mem[idx])
+    nb.flush()
+    assert sorted(batched) == sorted(direct) == ["shop/cache", "shop/db", "shop/web"]
+    for key, st in direct.items():
+        for wi in range(2):
+            assert batched[key].percentiles(wi)[0] == st.percentiles(wi)[0]
+        np.testing.assert_allclose(batched[key].history(), st.history())
+        assert batched[key].last_ts == st.last_ts
