@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=None,
                         help="virtual seconds per real second; 0 = manual clock (default: scenario's)")
     parser.add_argument("--seed", type=int, default=None, help="override the scenario seed")
+    parser.add_argument("--nodes", type=int, default=None, help="override: about this many initial nodes")
+    parser.add_argument("--hours", type=float, default=None, help="override the scenario duration_h")
     parser.add_argument("--token", default="kubesim-token", help="bearer token written to the kubeconfig")
     parser.add_argument("--kubeconfig-out", default=None, help="write a kubeconfig for the server here")
     parser.add_argument("--ready-file", default=None,
@@ -36,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    scenario = load_scenario(args.scenario, seed=args.seed)
+    scenario = load_scenario(args.scenario, seed=args.seed, nodes=getattr(args, "nodes", None),
+                             hours=getattr(args, "hours", None))
     sim = KubeSim(scenario, speed=args.speed, host=args.host, port=args.port, token=args.token,
                   kubeconfig_path=args.kubeconfig_out, history_size=args.history_size,
                   access_log=bool(args.log_file))

@@ -6,11 +6,36 @@ Nothing here knows about HTTP.  Every object change is reported to the
 server layer turns those into watch events.  Controllers (ReplicaSet, PDB,
 Deployment status) and the scheduler run synchronously after each mutation and
 on every tick, so the model is always consistent between calls.
+
+Public API (backward compatible; additions marked *new*):
+
+- ``Cluster(scenario, seed=None, retry_after_s=10, hpa=None, autoscaler=None)`` — *new* ``hpa`` /
+  ``autoscaler`` switch the baseline controllers off (``False``) or on (default: HPA on for apps with
+  ``hpa:``, the cluster-autoscaler model as the scenario's ``cluster_autoscaler.enabled``).
+- ``step(dt=None)``, ``advance(seconds)``, ``evict``, ``delete_pod``, ``set_replicas``, ``update_node``,
+  ``update_pod_meta``, ``update_deployment_meta``, ``add_node``, ``add_pdb``, *new* ``remove_node``.
+- state: ``pods``, ``nodes``, ``deployments``, ``replicasets``, ``pdbs``, ``namespaces`` dicts, ``counters``
+  (*new* keys: preemptions, hpa_scalings, scale_ups, nodes_added, nodes_removed, scale_down_blocked),
+  ``listeners``, ``app_demand``.
+- *new* per pod (last tick): ``Pod.cpi``, ``Pod.latency_ms``, ``Pod.unserved_cpu``, ``Pod.priority``.
+- *new* ``sla`` — this tick's ``underprovisioned_pods``, ``unserved_cpu_cores`` and the running
+  ``underprovisioned_pod_minutes``; ``accounting()`` — node-hours (total / per group), cost, ideal
+  node-hours (the fewest nodes of the largest type that fit all requests, every tick) and the SLA figures;
+  ``status()`` carries both plus per-group node counts and the HPAs.
+- *new* ``truth`` — interference ground truth: ``episodes`` (antagonist pod, node, start/end, intensity,
+  victims with first/last seen) and ``pairs`` (victim, antagonist, node, episode, start, end).  Never
+  rendered through the Kubernetes API.
+- *new* ``hpa_status`` (per app: desired, reason, utilisation), ``upcoming`` (ordered nodes not yet joined),
+  ``unneeded_since`` (autoscaler scale-down candidates).
+
+Performance: the per-tick usage model runs on numpy arrays rebuilt only after structural changes;
+controllers reconcile only when something changed; listeners are called only if registered.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import uuid
 from collections.abc import Callable, Iterable
@@ -19,11 +44,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from .scenario import AppSpec, DaemonSetSpec, PDBSpec, Scenario, Taint, Toleration
+from .scenario import AppSpec, DaemonSetSpec, HpaSpec, PDBSpec, Scenario, SpreadConstraint, Taint, Toleration
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 NODE_GROUP_LABEL = "kubesim.io/node-group"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
+SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 _ALNUM = "bcdfghjklmnpqrstvwxz2456789"
 
 Listener = Callable[[str, str, object], None]
@@ -80,10 +106,37 @@ class Pod:
     usage_memory: float = 0.0
     rv: int = 0
     daemon: bool = False
+    priority: int = 0
+    spread: tuple[SpreadConstraint, ...] = ()
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
+
+    def _tick_value(self, attr: str, default: float) -> float:
+        c = self.__dict__.get("_cluster")
+        slot = self.__dict__.get("_slot")
+        if c is None or slot is None:
+            return default
+        arr = getattr(c, attr, None)
+        if arr is None or slot >= len(arr) or slot >= len(c._P) or c._P[slot] is not self:
+            return default
+        return float(arr[slot])
+
+    @property
+    def cpi(self) -> float:
+        """Cycles per instruction in the last tick (raised by co-located antagonists)."""
+        return self._tick_value("_p_cpi", 1.0)
+
+    @property
+    def latency_ms(self) -> float:
+        """Request latency in the last tick (0 while not Ready)."""
+        return self._tick_value("_p_lat", 0.0)
+
+    @property
+    def unserved_cpu(self) -> float:
+        """Demand (cores) this pod could not serve in the last tick."""
+        return self._tick_value("_p_unserved", 0.0)
 
     def deletion_cost(self) -> int:
         try:
@@ -151,6 +204,26 @@ class PDB:
 
 
 @dataclass(eq=False)
+class HPA:
+    """A HorizontalPodAutoscaler (autoscaling/v2, CPU utilisation) run by the baseline HPA controller."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: HpaSpec
+    target: str  # Deployment name
+    created: float
+    rv: int = 0
+    current_replicas: int = 0
+    desired_replicas: int = 0
+    current_utilization: int | None = None  # percent of requests
+    current_average_cores: float | None = None
+    last_scale_time: float | None = None
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(eq=False)
 class Namespace:
     name: str
     uid: str
@@ -181,7 +254,8 @@ def _scaled(value: int | str, total: int, round_up: bool) -> int:
 class Cluster:
     """The simulated cluster. Build from a :class:`Scenario`; drive with :meth:`advance`."""
 
-    def __init__(self, scenario: Scenario, *, seed: int | None = None, retry_after_s: int = 10):
+    def __init__(self, scenario: Scenario, *, seed: int | None = None, retry_after_s: int = 10,
+                 hpa: bool | None = None, autoscaler: bool | None = None):
         self.scenario = scenario
         self.seed = scenario.seed if seed is None else seed
         self.rng = np.random.default_rng(self.seed)
@@ -198,9 +272,38 @@ class Cluster:
         self.pdbs: dict[tuple[str, str], PDB] = {}
         self.daemonsets: list[tuple[DaemonSetSpec, str]] = []
         self.app_demand: dict[tuple[str, str], float] = {}
-        self.counters = {"evictions": 0, "pdb_refusals": 0, "deletions": 0, "scheduled": 0, "created": 0}
+        self.counters = {"evictions": 0, "pdb_refusals": 0, "deletions": 0, "scheduled": 0, "created": 0,
+                         "preemptions": 0, "hpa_scalings": 0, "scale_ups": 0, "nodes_added": 0, "nodes_removed": 0,
+                         "scale_down_blocked": 0, "autoscaler_evictions": 0}
         self.pdb_controller_paused = False
         self._names: set[str] = set()
+        # baseline controllers: HPA (apps with `hpa:`) and the cluster-autoscaler model (elastic groups)
+        self.hpa_enabled = True if hpa is None else hpa
+        self.autoscaler_enabled = scenario.autoscaler.enabled if autoscaler is None else autoscaler
+        self.groups = {g.name: g for g in scenario.node_groups}
+        self.hpa_status: dict[tuple[str, str], dict] = {}
+        self.hpas: dict[tuple[str, str], HPA] = {}
+        self.upcoming: list[dict] = []  # nodes ordered by the autoscaler, not yet joined
+        self.unneeded_since: dict[str, float] = {}
+        self._ca_last_scan = -math.inf
+        self._ca_last_add = -math.inf
+        self._node_seq = 0
+        self._drain_retry: dict[str, float] = {}
+        # accounting and ground truth
+        self.sla = {"underprovisioned_pods": 0, "unserved_cpu_cores": 0.0, "underprovisioned_pod_minutes": 0.0}
+        self.node_seconds: dict[str, float] = {}
+        self.ideal_node_seconds = 0.0
+        self._ideal_nodes = 0
+        self._episodes: list[dict] = []
+        self._open_eps: dict[str, dict] = {}
+        self._struct_dirty = True
+        self._needs_reconcile = False
+        self._reconciling = False
+        self._preempted = False
+        self._n_not_ready = 0
+        self._n_pending = 0
+        self._dirty_apps: set | None = None  # apps whose pods changed since the PDBs were recomputed
+        self._status_dirty: set = set()  # apps whose pods changed since the Deployment status
         self._build()
 
     # ------------------------------------------------------------------ basics
@@ -217,6 +320,14 @@ class Cluster:
         return "".join(_ALNUM[i] for i in idx)
 
     def _emit(self, etype: str, resource: str, obj) -> None:
+        if resource in ("pods", "nodes"):
+            self._struct_dirty = True
+            if resource == "pods":
+                self._status_dirty.add((obj.namespace, obj.app))
+                if self._dirty_apps is not None:
+                    self._dirty_apps.add((obj.namespace, obj.app))
+            if not self._reconciling:
+                self._needs_reconcile = True
         self.rv += 1
         obj.rv = self.rv
         for listener in self.listeners:
@@ -250,15 +361,22 @@ class Cluster:
                     self._bind(pod, self.nodes[ov.node], at=t0, ready=True)
                 else:
                     pending.append((pod, app))
-        for pod, _app in pending:
-            node = self._select_node(pod)
-            if node is not None:
-                self._bind(pod, node, at=t0, ready=True)
+        ctx = self._sched_ctx()
+        for pod, _app in sorted(pending, key=lambda x: -x[0].priority):
+            i = ctx.select(pod)
+            if i is not None:
+                self._bind(pod, ctx.nodes[i], at=t0, ready=True)
+                ctx.bind(pod, i)
         for pod in list(self.pods.values()):
             self._emit("ADDED", "pods", pod)
         for app in sc.apps:
             for pspec in app.pdbs:
                 self.add_pdb(app.namespace, pspec, {"app": app.name}, reconcile=False)
+            if app.hpa is not None and self.hpa_enabled:
+                h = HPA(app.name, app.namespace, self._uid(), app.hpa, app.name, t0,
+                        current_replicas=app.replicas, desired_replicas=app.replicas)
+                self.hpas[(app.namespace, app.name)] = h
+                self._emit("ADDED", "horizontalpodautoscalers", h)
         self.reconcile()
         self._update_usage(noise=False)
 
@@ -329,7 +447,10 @@ class Cluster:
             created=created,
             startup_s=app.startup_s,
             multiplier=multiplier,
+            priority=app.priority,
+            spread=app.topology_spread,
         )
+        pod.annotations.update(app.annotations)
         self.pods[pod.key] = pod
         self.counters["created"] += 1
         return pod
@@ -390,14 +511,9 @@ class Cluster:
     def _feasible(self, pod: Pod, node: Node, requested: dict[str, tuple[float, float]]) -> str | None:
         if node.unschedulable:
             return "node(s) were unschedulable"
-        for taint in node.taints:
-            if taint.effect in ("NoSchedule", "NoExecute") and not any(
-                t.tolerates(taint) for t in pod.tolerations
-            ):
-                return "node(s) had untolerated taint"
-        for k, v in pod.node_selector.items():
-            if node.labels.get(k) != v:
-                return "node(s) didn't match Pod's node affinity/selector"
+        why = _static_reason(pod, node)
+        if why is not None:
+            return why
         cpu, mem = requested[node.name]
         if cpu + pod.cpu_request > node.cpu + 1e-9:
             return "Insufficient cpu"
@@ -405,45 +521,16 @@ class Cluster:
             return "Insufficient memory"
         return None
 
-    def _select_node(self, pod: Pod) -> Node | None:
-        """Default-scheduler-like: filter, then score least-allocated + zone/node spread of the app."""
-        requested = self.requested_all()
-        feasible, reasons = [], {}
-        for node in self.nodes.values():
-            why = self._feasible(pod, node, requested)
-            if why is None:
-                feasible.append(node)
-            else:
-                reasons[why] = reasons.get(why, 0) + 1
-        if not feasible:
-            detail = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items()))
-            pod.unschedulable_reason = f"0/{len(self.nodes)} nodes are available: {detail}."
-            return None
-        same_app = [p for p in self.pods.values()
-                    if p is not pod and p.app == pod.app and p.namespace == pod.namespace and p.node_name]
-        zone_count: dict[str, int] = {n.zone: 0 for n in feasible}
-        node_count: dict[str, int] = {n.name: 0 for n in feasible}
-        for p in same_app:
-            node = self.nodes.get(p.node_name or "")
-            if node is None:
-                continue
-            if node.zone in zone_count:
-                zone_count[node.zone] += 1
-            if node.name in node_count:
-                node_count[node.name] += 1
-        zmax, nmax = max(zone_count.values()), max(node_count.values())
+    def _sched_ctx(self, exclude: Iterable[str] = ()) -> _SchedCtx:
+        return _SchedCtx(self, set(exclude))
 
-        def score(node: Node) -> float:
-            cpu, mem = requested[node.name]
-            free_cpu = (node.cpu - cpu - pod.cpu_request) / node.cpu
-            free_mem = (node.memory - mem - pod.mem_request) / node.memory
-            least_allocated = 100.0 * (free_cpu + free_mem) / 2.0
-            zone_spread = 100.0 * (zmax - zone_count[node.zone]) / zmax if zmax else 100.0
-            node_spread = 100.0 * (nmax - node_count[node.name]) / nmax if nmax else 100.0
-            return least_allocated + 0.5 * zone_spread + 0.5 * node_spread
-
-        best = max(feasible, key=lambda n: (score(n), [-ord(c) for c in n.name]))
-        return best
+    def _select_node(self, pod: Pod, ctx: _SchedCtx | None = None) -> Node | None:
+        """Default-scheduler-like: filter (unschedulable, taints, node selector, requests, topology spread
+        DoNotSchedule), then score least-allocated + zone/node spread of the app + ScheduleAnyway spread
+        + PreferNoSchedule taint penalty; ties go to the lexicographically first node name."""
+        ctx = ctx or self._sched_ctx()
+        idx = ctx.select(pod)
+        return None if idx is None else ctx.nodes[idx]
 
     def _bind(self, pod: Pod, node: Node, *, at: float, ready: bool) -> None:
         pod.node_name = node.name
@@ -455,17 +542,76 @@ class Cluster:
             pod.ready_at = at
         self.counters["scheduled"] += 1
 
+    def _preempt_for(self, pod: Pod, ctx: _SchedCtx) -> Node | None:
+        """Default preemption (simplified): on a node passing the non-resource filters, remove the fewest
+        lower-priority pods (lowest priority first) so the pod fits; prefer the node whose most important
+        victim has the lowest priority, then the fewest victims."""
+        lower = [p for p in self.pods.values() if p.node_name and p.priority < pod.priority and not p.daemon]
+        if not lower:
+            return None
+        by_node: dict[str, list[Pod]] = {}
+        for p in lower:
+            by_node.setdefault(p.node_name or "", []).append(p)
+        mask = ctx.static_mask(pod) & ~ctx.unsched
+        best = None
+        for name, cands in by_node.items():
+            i = ctx.index.get(name)
+            if i is None or not mask[i]:
+                continue
+            free_cpu = ctx.alloc_cpu[i] - ctx.req_cpu[i]
+            free_mem = ctx.alloc_mem[i] - ctx.req_mem[i]
+            victims = []
+            for v in sorted(cands, key=lambda p: (p.priority, -p.created, p.name)):
+                if free_cpu >= pod.cpu_request - 1e-9 and free_mem >= pod.mem_request - 1e-9:
+                    break
+                victims.append(v)
+                free_cpu += v.cpu_request
+                free_mem += v.mem_request
+            if free_cpu < pod.cpu_request - 1e-9 or free_mem < pod.mem_request - 1e-9:
+                continue
+            key = (max((v.priority for v in victims), default=-(2**31)), len(victims), name)
+            if best is None or key < best[0]:
+                best = (key, i, victims)
+        if best is None:
+            return None
+        _, i, victims = best
+        for v in victims:
+            ctx.unbind(v)
+            self._remove_pod(v)
+            self.counters["preemptions"] += 1
+        self._preempted = True
+        return ctx.nodes[i]
+
     def schedule_pending(self) -> int:
         placed = 0
         pending = [p for p in self.pods.values() if p.node_name is None and p.phase == "Pending"]
-        for pod in sorted(pending, key=lambda p: (p.created, p.name)):
-            if pod.node_name is None:
-                node = self._select_node(pod)
+        if not pending:
+            return 0
+        ctx = self._sched_ctx()
+        lowest: int | None = None
+        failed: set[tuple] = set()  # preemption shapes that found no victims in this batch
+        for pod in sorted(pending, key=lambda p: (-p.priority, p.created, p.name)):
+            if pod.node_name is None and pod.key in self.pods:
+                i = ctx.select(pod)
+                node = ctx.nodes[i] if i is not None else None
+                if node is None:
+                    if lowest is None:
+                        lowest = self._min_priority()
+                    shape = (pod.priority, pod.cpu_request, pod.mem_request, pod.tolerations,
+                             tuple(pod.node_selector.items()))
+                    if pod.priority > lowest and shape not in failed:
+                        node = self._preempt_for(pod, ctx)
+                        if node is None:
+                            failed.add(shape)
                 if node is not None:
                     self._bind(pod, node, at=self.t, ready=pod.startup_s <= 0)
+                    ctx.bind(pod, ctx.index[node.name])
                     self._emit("MODIFIED", "pods", pod)
                     placed += 1
         return placed
+
+    def _min_priority(self) -> int:
+        return min((p.priority for p in self.pods.values() if p.node_name), default=0)
 
     # ------------------------------------------------------------------ controllers
 
@@ -476,21 +622,26 @@ class Cluster:
         return idx
 
     @staticmethod
-    def _victim_rank(p: Pod) -> tuple:
-        """ReplicaSet's ActivePods ordering (simplified): earlier sorts first = deleted first."""
+    def _victim_rank(p: Pod, colocated: int = 0) -> tuple:
+        """ReplicaSet's ActivePodsWithRanks ordering (simplified): earlier sorts first = deleted first —
+        unassigned, Pending, not ready, lower pod-deletion-cost, more sibling pods on the same node
+        (doubled-up), ready for less time, newer."""
         phase_rank = {"Pending": 0, "Unknown": 1, "Running": 2}.get(p.phase, 0)
         return (
             0 if p.node_name is None else 1,
             phase_rank,
             1 if p.ready else 0,
             p.deletion_cost(),
+            -colocated,
             -(p.ready_at or 0.0),
             -p.created,
             p.name,
         )
 
-    def _reconcile_replicasets(self) -> None:
+    def _reconcile_replicasets(self) -> dict[str, list[Pod]] | None:
+        """Create/delete pods to match each ReplicaSet; returns the owner index if nothing changed."""
         by_owner = self._by_owner()
+        changed = False
         for dep in self.deployments.values():
             rs = dep.rs
             assert rs is not None
@@ -499,12 +650,19 @@ class Cluster:
                 self._emit("MODIFIED", "replicasets", rs)
             pods = by_owner.get(rs.uid, [])
             if len(pods) < rs.replicas:
+                changed = True
                 for _ in range(rs.replicas - len(pods)):
                     pod = self._new_pod(dep, created=self.t)
                     self._emit("ADDED", "pods", pod)
             elif len(pods) > rs.replicas:
-                for victim in sorted(pods, key=self._victim_rank)[: len(pods) - rs.replicas]:
+                changed = True
+                on_node: dict[str | None, int] = {}
+                for p in pods:
+                    on_node[p.node_name] = on_node.get(p.node_name, 0) + 1
+                ranked = sorted(pods, key=lambda p: self._victim_rank(p, on_node[p.node_name] if p.node_name else 0))
+                for victim in ranked[: len(pods) - rs.replicas]:
                     self._remove_pod(victim)
+        return None if changed else by_owner
 
     def _recompute_pdb(self, pdb: PDB, by_label: dict[tuple[str, str, str], list[Pod]] | None = None) -> None:
         if by_label is not None and pdb.selector:
@@ -554,22 +712,42 @@ class Cluster:
 
     def reconcile(self) -> None:
         """Run the controllers and the scheduler until the model is consistent."""
-        self._reconcile_replicasets()
-        self.schedule_pending()
+        self._reconciling = True
+        try:
+            self._reconcile()
+        finally:
+            self._reconciling = False
+            self._needs_reconcile = self._preempted
+            self._preempted = False
+
+    def _reconcile(self) -> None:
+        by_owner = self._reconcile_replicasets()
+        self.schedule_pending()  # binds pods (no owner changes) or preempts (then the next reconcile sees it)
         if not self.pdb_controller_paused and self.pdbs:
-            # index pods by (namespace, key, value) for the label keys PDB selectors use
-            keys = {k for pdb in self.pdbs.values() for k in pdb.selector}
-            by_label: dict[tuple[str, str, str], list[Pod]] = {}
-            for p in self.pods.values():
-                for k in keys:
-                    v = p.labels.get(k)
-                    if v is not None:
-                        by_label.setdefault((p.namespace, k, v), []).append(p)
-            for pdb in self.pdbs.values():
-                self._recompute_pdb(pdb, by_label)
-        by_owner = self._by_owner()
+            dirty = self._dirty_apps
+            todo = [pdb for pdb in self.pdbs.values()
+                    if not (dirty is not None and not pdb.disrupted_pods and pdb.observed_generation == pdb.generation
+                            and len(pdb.selector) == 1 and (pdb.namespace, pdb.selector.get("app")) not in dirty)]
+            if todo:
+                # index pods by (namespace, key, value) for the label keys PDB selectors use
+                keys = {k for pdb in todo for k in pdb.selector}
+                by_label: dict[tuple[str, str, str], list[Pod]] = {}
+                for p in self.pods.values():
+                    for k in keys:
+                        v = p.labels.get(k)
+                        if v is not None:
+                            by_label.setdefault((p.namespace, k, v), []).append(p)
+                for pdb in todo:
+                    self._recompute_pdb(pdb, by_label)
+            self._dirty_apps = set()
+        if by_owner is None or self._preempted:
+            by_owner = self._by_owner()
+        changed_apps, self._status_dirty = self._status_dirty, set()
         for dep in self.deployments.values():
             assert dep.rs is not None
+            if ((dep.namespace, dep.name) not in changed_apps
+                    and dep.status and dep.rs.status and dep.status[2] == dep.generation):
+                continue  # none of its pods changed since the last status
             st = self._deployment_status(dep, by_owner)
             if st != dep.rs.status:
                 dep.rs.status = st
@@ -605,6 +783,10 @@ class Cluster:
 
     def evict(self, namespace: str, name: str, *, dry_run: bool = False) -> EvictionResult:
         """The Eviction subresource, following kube-apiserver's eviction.go."""
+        return self._evict_impl(namespace, name, dry_run=dry_run)
+
+    def _evict_impl(self, namespace: str, name: str, *, dry_run: bool = False) -> EvictionResult:
+        # the cluster-autoscaler model drains through here, so wrappers of ``evict`` see only API callers
         pod = self.pods.get((namespace, name))
         if pod is None:
             return EvictionResult(404, "NotFound", f'pods "{name}" not found')
@@ -658,11 +840,18 @@ class Cluster:
         if dep is None:
             return None
         if replicas != dep.replicas:
-            dep.replicas = replicas
-            dep.generation += 1
-            self._emit("MODIFIED", "deployments", dep)
+            self._set_replicas(dep, replicas)
             self.reconcile()
         return dep
+
+    def _set_replicas(self, dep: Deployment, replicas: int) -> None:
+        dep.replicas = replicas
+        dep.generation += 1
+        if self._dirty_apps is not None:
+            self._dirty_apps.add((dep.namespace, dep.name))
+        self._status_dirty.add((dep.namespace, dep.name))
+        self._needs_reconcile = True
+        self._emit("MODIFIED", "deployments", dep)
 
     def update_node(self, name: str, *, labels: dict | None = None, annotations: dict | None = None,
                     taints: list[Taint] | None = None, unschedulable: bool | None = None) -> Node | None:
@@ -688,6 +877,7 @@ class Cluster:
             return None
         if labels is not None:
             pod.labels = labels
+            self._dirty_apps = None
         if annotations is not None:
             pod.annotations = annotations
         self._emit("MODIFIED", "pods", pod)
@@ -709,80 +899,629 @@ class Cluster:
     # ------------------------------------------------------------------ workload model
 
     def demand(self, app: AppSpec, t: float, noise: bool = True) -> float:
+        """The app's total CPU demand (cores) at ``t`` from its periodic shape (tide, spikes, weekly);
+        random-walk and burst state are applied on top by the tick (see :meth:`_demands`)."""
         d = app.demand
         hour = (t % 86400.0) / 3600.0
         r = d.tide_ratio
         level = d.cpu * (1.0 + (r - 1.0) / (r + 1.0) * math.cos(2 * math.pi * (hour - d.peak_hour) / 24.0))
-        if d.spikes is not None:
-            s = d.spikes
+        for s in d.all_spikes:
             minute = (t % (s.every_h * 3600.0)) / 60.0
             if s.at_min <= minute < s.at_min + s.duration_min:
                 level *= s.factor
+        if d.weekend_factor != 1.0 and datetime.fromtimestamp(t, UTC).weekday() >= 5:
+            level *= d.weekend_factor
         if noise and d.noise > 0:
             level *= max(0.0, 1.0 + d.noise * float(self.rng.standard_normal()))
         return max(0.0, level)
 
-    def _update_usage(self, noise: bool = True) -> None:
+    def _app_arrays(self) -> None:
+        """Per-app parameter arrays (rebuilt when the set of deployments changes)."""
+        deps = list(self.deployments.values())
+        self._deps = deps
+        self._dep_index = {(d.namespace, d.name): i for i, d in enumerate(deps)}
+        self._dep_keys = [(d.namespace, d.name) for d in deps]
+        specs = [d.spec for d in deps]
+        dm = [s.demand for s in specs]
+        self._a_cpu = np.array([x.cpu for x in dm], dtype=float)
+        r = np.array([x.tide_ratio for x in dm], dtype=float)
+        self._a_amp = (r - 1.0) / (r + 1.0)
+        self._a_peak = np.array([x.peak_hour for x in dm], dtype=float)
+        self._a_noise = np.array([x.noise for x in dm], dtype=float)
+        self._a_weekend = np.array([x.weekend_factor for x in dm], dtype=float)
+        self._a_spikes = [(i, s) for i, x in enumerate(dm) for s in x.all_spikes]
+        self._a_rw = np.array([x.pattern == "random_walk" for x in dm], dtype=bool)
+        self._a_antag = np.array([s.antagonist is not None for s in specs], dtype=bool)
+        self._a_vol = np.array([x.volatility for x in dm], dtype=float)
+        self._a_burst = [(i, x.bursts) for i, x in enumerate(dm) if x.bursts is not None and x.bursts.rate_per_h > 0]
+        if not hasattr(self, "_rw_state") or len(self._rw_state) != len(deps):
+            self._rw_state = np.zeros(len(deps))
+            self._burst_until = np.zeros(len(deps))
+        self._apps_n = len(deps)
+
+    def _demands(self, t: float, dt: float, noise: bool = True) -> np.ndarray:
+        """All apps' demand at ``t`` as one vector (same shape as :meth:`demand`, plus random walk/bursts)."""
+        hour = (t % 86400.0) / 3600.0
+        level = self._a_cpu * (1.0 + self._a_amp * np.cos(2 * np.pi * (hour - self._a_peak) / 24.0))
+        for i, s in self._a_spikes:
+            minute = (t % (s.every_h * 3600.0)) / 60.0
+            if s.at_min <= minute < s.at_min + s.duration_min:
+                level[i] *= s.factor
+        if datetime.fromtimestamp(t, UTC).weekday() >= 5:
+            level *= self._a_weekend
+        if noise:
+            if self._a_rw.any():
+                # mean-reverting random walk of log-demand (time constant 6 h)
+                step = self.rng.standard_normal(self._apps_n) * self._a_vol * math.sqrt(dt / 3600.0)
+                self._rw_state = np.where(self._a_rw, self._rw_state * (1.0 - dt / 21600.0) + step, 0.0)
+            for i, b in self._a_burst:
+                if t >= self._burst_until[i] and self.rng.random() < b.rate_per_h * dt / 3600.0:
+                    self._burst_until[i] = t + b.duration_min * 60.0
+            if self._a_noise.any():
+                level *= np.maximum(0.0, 1.0 + self._a_noise * self.rng.standard_normal(self._apps_n))
+        level = level * np.exp(self._rw_state)
+        for i, b in self._a_burst:
+            if t < self._burst_until[i]:
+                level[i] *= b.factor
+        return np.maximum(0.0, level)
+
+    def _pod_row(self, p: Pod) -> tuple:
+        """A pod's static parameters for the usage arrays (cached on the pod; they never change)."""
+        inf = math.inf
+        if p.daemon:
+            return (-1, 1.0, inf, p.cpu_request, p.mem_request, 0.0, inf, p.created, p.usage_cpu, p.usage_memory,
+                    0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+        ai = self._dep_index.get((p.namespace, p.app))
+        if ai is None:
+            return (-1, 1.0, inf, p.cpu_request, p.mem_request, 0.0, inf, p.created, 0.0, 0.0,
+                    0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
+        spec = self._deps[ai].spec
+        c = spec.max_cpu_per_pod if spec.max_cpu_per_pod is not None else spec.cpu_limit
+        return (ai, p.multiplier, inf if c is None else c, p.cpu_request, p.mem_request, spec.demand.memory,
+                inf if p.mem_limit is None else p.mem_limit, p.created, 0.0, 0.0, spec.sensitivity, spec.base_cpi,
+                spec.base_latency_ms, spec.demand.memory_per_core if spec.character == "memory" else 0.0,
+                spec.demand.memory_growth_per_h, 0.0)
+
+    def _rebuild(self) -> None:
+        """Pod/node arrays for the vectorised usage model; rebuilt only after structural changes."""
+        if getattr(self, "_apps_n", -1) != len(self.deployments):
+            self._app_arrays()
+        pods = list(self.pods.values())
+        nodes = list(self.nodes.values())
+        nidx = {n.name: i for i, n in enumerate(nodes)}
+        self._P, self._N = pods, nodes
+        np_ = len(pods)
+        rows = []
+        node_l = []
+        ready_l = []
+        prev_l = []
+        old_pods = getattr(self, "_P_prev", [])
+        n_old = len(old_pods)
+        get = nidx.get
+        for k, p in enumerate(pods):
+            d = p.__dict__
+            o = d.get("_slot")
+            prev_l.append(o if o is not None and o < n_old and old_pods[o] is p else -1)
+            d["_slot"] = k
+            d["_cluster"] = self
+            row = d.get("_row")
+            if row is None:
+                row = d["_row"] = self._pod_row(p)
+            rows.append(row)
+            node_l.append(get(p.node_name, -1) if p.node_name else -1)
+            ready_l.append(p.ready)
+        cols = np.fromiter(itertools.chain.from_iterable(rows), dtype=float, count=np_ * 16).reshape(np_, 16).T
+        app_idx = cols[0].astype(np.int64)
+        node_idx = np.array(node_l, dtype=np.int64)
+        ready = np.array(ready_l, dtype=bool)
+        (mult, cap, req, mreq, mem_base, mem_lim, born, fixed_cpu, fixed_mem, sens, base_cpi, base_lat, mem_core,
+         growth) = cols[1:15]
+        daemon = cols[15] > 0.5
+        antag = np.flatnonzero((app_idx >= 0) & self._a_antag[np.maximum(app_idx, 0)]) if np_ and self._apps_n \
+            else np.zeros(0, dtype=np.int64)
+        self._p_app, self._p_node, self._p_ready, self._p_mult = app_idx, node_idx, ready, mult
+        self._p_cap, self._p_req, self._p_mreq, self._p_membase, self._p_memlim = cap, req, mreq, mem_base, mem_lim
+        self._p_born, self._p_daemon, self._p_fixcpu, self._p_fixmem = born, daemon, fixed_cpu, fixed_mem
+        self._p_sens, self._p_cpi0, self._p_lat0, self._p_memcore, self._p_growth = sens, base_cpi, base_lat, \
+            mem_core, growth
+        self._p_antag = antag.astype(np.int64)
+        self._n_cpu = np.array([n.cpu for n in nodes], dtype=float)
+        bound = node_idx >= 0
+        self._n_req_cpu = np.bincount(node_idx[bound], weights=req[bound], minlength=len(nodes))
+        self._n_req_mem = np.bincount(node_idx[bound], weights=mreq[bound], minlength=len(nodes))
+        # victims per node (for the interference ground truth), only on nodes hosting an antagonist
+        self._victims_on: dict[int, list[int]] = {}
+        if antag.size:
+            vmask = bound & ~daemon & (sens > 0)
+            for n in set(node_idx[antag].tolist()):
+                if n >= 0:
+                    self._victims_on[n] = np.flatnonzero(vmask & (node_idx == n)).tolist()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self._p_capeff = np.where(np.isfinite(cap), cap, np.maximum(2.0 * req, 0.1))
+        self._p_bound = bound
+        self._p_isapp = app_idx >= 0
+        # ideal nodes: the fewest of the largest node type that fit all requests
+        big = max(self.scenario.node_groups, key=lambda g: (g.cpu, g.memory))
+        ds_cpu = sum(ds.cpu_request for ds, _ in self.daemonsets)
+        ds_mem = sum(ds.mem_request for ds, _ in self.daemonsets)
+        nd = ~daemon
+        need = max(req[nd].sum() / max(big.cpu - ds_cpu, 1e-9), mreq[nd].sum() / max(big.memory - ds_mem, 1e-9))
+        self._ideal_nodes = max(1, math.ceil(need - 1e-9)) if np_ else 0
+        order = np.argsort(app_idx, kind="stable")
+        edges = np.searchsorted(app_idx[order], np.arange(self._apps_n + 1))
+        self._app_pods = [order[edges[i]:edges[i + 1]] for i in range(self._apps_n)]
+        self._n_not_ready = int((~ready).sum())
+        self._n_pending = int(((node_idx < 0) & ~daemon).sum())
+        # carry the last tick's per-pod figures over to the new slots
+        prev = np.array(prev_l, dtype=np.int64)
+        has = prev >= 0
+        src = np.maximum(prev, 0)
+        for attr, default in (("_p_cpi", 1.0), ("_p_lat", 0.0), ("_p_unserved", 0.0)):
+            old = getattr(self, attr, None)
+            if old is not None and len(old) == n_old and n_old:
+                setattr(self, attr, np.where(has, old[src], default))
+            else:
+                setattr(self, attr, np.full(np_, default))
+        self._p_cpu = np.array([p.usage_cpu for p in pods], dtype=float)
+        self._P_prev = pods
+        self._struct_dirty = False
+
+    @property
+    def truth(self) -> dict:
+        """Interference ground truth (Python and ``GET /kubesim/v1/truth`` only, never the Kubernetes API)."""
+        return self.truth_view()
+
+    def _antagonists_on(self, ready: np.ndarray, node: np.ndarray) -> np.ndarray:
+        """Per pod: the intensity of an antagonist that is bound, ready and in an active stretch; else 0."""
+        activity = np.zeros(len(ready))
+        if self._p_antag.size:
+            t_min = (self.t - self.scenario.start.timestamp()) / 60.0
+            for k in self._p_antag:
+                spec = self._deps[self._p_app[k]].spec.antagonist
+                if node[k] < 0 or not self._p_ready[k]:
+                    continue
+                period = spec.on_min + spec.off_min
+                if spec.off_min <= 0 or ((t_min + spec.phase_min) % period) < spec.on_min:
+                    activity[k] = spec.intensity
+        return activity
+
+    def _update_usage(self, noise: bool = True, dt: float | None = None) -> None:
         sc = self.scenario
-        by_app: dict[tuple[str, str], list[Pod]] = {}
-        for p in self.pods.values():
-            if p.app and not p.daemon:
-                by_app.setdefault((p.namespace, p.app), []).append(p)
-        for dep in self.deployments.values():
-            key = (dep.namespace, dep.name)
-            demand = self.demand(dep.spec, self.t, noise=noise)
-            self.app_demand[key] = demand
-            pods = by_app.get(key, [])
-            ready = [p for p in pods if p.ready and p.node_name]
-            # Ready pods share the app's demand in proportion to their weights (usage_multiplier,
-            # default 1): the app's total is conserved, so an eviction moves load, never deletes it.
-            weight_sum = sum(p.multiplier for p in ready)
-            share = demand / weight_sum if weight_sum > 0 else 0.0
-            for p in pods:
-                if p.ready and p.node_name:
-                    cpu = share * p.multiplier
-                    if p.cpu_limit is not None:
-                        cpu = min(cpu, p.cpu_limit)
-                elif p.node_name:
-                    cpu = 0.1 * p.cpu_request
+        dt = sc.resolution_s if dt is None else dt
+        if self._struct_dirty:
+            self._rebuild()
+        P, N = self._P, self._N
+        npods, nnodes = len(P), len(N)
+        demand = self._demands(self.t, dt, noise) if self._apps_n else np.zeros(0)
+        self.app_demand.update(zip(self._dep_keys, demand.tolist(), strict=True))
+        app, node = self._p_app, self._p_node
+        bound = self._p_bound
+        is_app = self._p_isapp
+        ready = self._p_ready & bound & is_app
+        napps = self._apps_n
+        wsum = np.bincount(app[ready], weights=self._p_mult[ready], minlength=napps) if napps else np.zeros(0)
+        share = np.zeros(npods)
+        if napps:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                per_w = np.where(wsum > 0, demand / np.where(wsum > 0, wsum, 1.0), 0.0)
+            share[is_app] = per_w[app[is_app]]
+        want = np.where(ready, share * self._p_mult, 0.0)
+        # An antagonist works (and burns CPU) while active and idles at 15 % of its share
+        # otherwise, so its CPU activity is what explains its victims' CPI.
+        antag_on = self._antagonists_on(ready, node)
+        if self._p_antag.size:
+            idle = np.zeros(npods, dtype=bool)
+            idle[self._p_antag] = True
+            want = np.where(idle & (antag_on == 0), 0.15 * want, want)
+        cpu = np.minimum(want, self._p_cap)
+        starting = bound & is_app & ~self._p_ready
+        cpu = np.where(starting, 0.1 * self._p_req, cpu)
+        cpu = np.where(self._p_daemon, self._p_fixcpu, cpu)
+        cpu = np.where(bound, cpu, 0.0)
+        # nodes: pods on an overcommitted node are throttled proportionally
+        total = np.bincount(node[bound], weights=cpu[bound], minlength=nnodes)
+        room = np.maximum(0.0, self._n_cpu - sc.overhead_cpu)
+        over = (total > room) & (room > 0)
+        f = np.ones(nnodes)
+        f[over] = room[over] / total[over]
+        if over.any():
+            cpu = np.where(bound, cpu * f[np.maximum(node, 0)], cpu)
+            total = np.where(over, room, total)
+        # memory: flat per pod + slow growth with age (+ load for memory-bound apps) + 1 % noise
+        age_h = np.maximum(0.0, self.t - self._p_born) / 3600.0
+        mem = self._p_membase * (1.0 + self._p_growth * age_h) + self._p_memcore * cpu
+        if noise and npods:
+            mem = mem * (1.0 + 0.01 * self.rng.standard_normal(npods))
+        mem = np.minimum(mem, self._p_memlim)
+        mem = np.where(self._p_daemon, self._p_fixmem, np.where(bound & is_app, mem, 0.0))
+        # under-provisioning: demand a ready pod could not serve (per-pod cap, node throttling)
+        unserved = np.where(ready, np.maximum(0.0, want - cpu), 0.0)
+        under = ready & (unserved > 0.01 * want + 1e-6)
+        n_under = int(under.sum())
+        unserved_total = float(unserved.sum())
+        if napps:
+            has_ready = wsum > 0
+            dark = (~has_ready) & (demand > 1e-9)  # no ready pod at all: every replica is short
+            if dark.any():
+                n_app_pods = np.bincount(app[is_app], minlength=napps)
+                n_under += int(np.maximum(n_app_pods[dark], 1).sum())
+                unserved_total += float(demand[dark].sum())
+        # interference: antagonists' activity raises co-located victims' CPI
+        activity = antag_on
+        if self._p_antag.size:
+            pressure = np.bincount(node[bound], weights=activity[bound], minlength=nnodes)
+            extra = np.where(bound, self._p_sens * (pressure[np.maximum(node, 0)] - activity), 0.0)
+            self._track_truth(activity)
+        else:
+            extra = np.zeros(npods)
+        cpi = self._p_cpi0 * (1.0 + extra)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cap_eff = self._p_capeff
+            rho = np.minimum(np.where(ready, cpu / cap_eff, 0.0), 0.9)
+            short = np.where(want > 0, unserved / np.where(want > 0, want, 1.0), 0.0)
+        lat = np.where(ready, self._p_lat0 * (1.0 + extra) / (1.0 - rho) * (1.0 + 20.0 * short), 0.0)
+        self._p_cpu, self._p_mem, self._p_cpi, self._p_lat = cpu, mem, cpi, lat
+        self._p_unserved, self._p_under = unserved, under
+        for p, c, m in zip(P, cpu.tolist(), mem.tolist(), strict=True):
+            p.usage_cpu = c
+            p.usage_memory = m
+        node_mem = np.bincount(node[bound], weights=mem[bound], minlength=nnodes)
+        for n, c, m in zip(N, total.tolist(), node_mem.tolist(), strict=True):
+            n.usage_cpu = c + sc.overhead_cpu
+            n.usage_memory = m + sc.overhead_memory
+        self.sla = {"underprovisioned_pods": n_under, "unserved_cpu_cores": round(unserved_total, 6),
+                    "underprovisioned_pod_minutes": self.sla.get("underprovisioned_pod_minutes", 0.0)}
+
+    def _track_truth(self, activity: np.ndarray) -> None:
+        """Interference ground truth: one episode per (antagonist pod, node, active stretch) with the victims
+        it overlapped and when (first/last seen)."""
+        P, t = self._P, self.t
+        active_now = set()
+        for k in self._p_antag:
+            p = P[k]
+            if activity[k] <= 0:
+                continue
+            victims = self._victims_on.get(int(self._p_node[k]), [])
+            ep = self._open_eps.get(p.uid)
+            if ep is not None and ep["node"] != p.node_name:
+                self._close_episode(p.uid)
+                ep = None
+            if ep is None:
+                ep = {"id": len(self._episodes) + 1, "antagonist": f"{p.namespace}/{p.name}",
+                      "antagonist_app": p.app, "node": p.node_name, "start": t, "end": None,
+                      "intensity": float(activity[k]), "victims": {}}
+                self._episodes.append(ep)
+                self._open_eps[p.uid] = ep
+            active_now.add(p.uid)
+            vs = ep["victims"]
+            for v in victims:
+                q = P[v]
+                key = f"{q.namespace}/{q.name}"
+                seen = vs.get(key)
+                if seen is None:
+                    vs[key] = [t, t]
                 else:
-                    cpu = 0.0
-                mem = dep.spec.demand.memory if p.node_name else 0.0
-                if noise and p.node_name:
-                    mem *= 1.0 + 0.01 * float(self.rng.standard_normal())
-                if p.mem_limit is not None:
-                    mem = min(mem, p.mem_limit)
-                p.usage_cpu, p.usage_memory = cpu, mem
-        per_node: dict[str, list[Pod]] = {n: [] for n in self.nodes}
+                    seen[1] = t
+        for uid in list(self._open_eps):
+            if uid not in active_now:
+                self._close_episode(uid)
+
+    def _close_episode(self, uid: str) -> None:
+        ep = self._open_eps.pop(uid, None)
+        if ep is not None:
+            ep["end"] = self.t
+
+    def truth_view(self) -> dict:
+        """JSON-ready ground truth: episodes (victims with first/last seen) and the (victim, antagonist) pairs."""
+        def ts(x):
+            return None if x is None else datetime.fromtimestamp(x, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        eps, pairs = [], []
+        for ep in self._episodes:
+            victims = [{"pod": v, "first_seen": ts(a), "last_seen": ts(b)}
+                       for v, (a, b) in sorted(ep["victims"].items())]
+            eps.append({**{k: ep[k] for k in ("id", "antagonist", "antagonist_app", "node", "intensity")},
+                        "start": ts(ep["start"]), "end": ts(ep["end"]), "start_ts": ep["start"], "end_ts": ep["end"],
+                        "victims": victims})
+            for v in victims:
+                pairs.append({"victim": v["pod"], "antagonist": ep["antagonist"], "node": ep["node"],
+                              "episode": ep["id"], "start": v["first_seen"], "end": v["last_seen"]})
+        return {"scenario": self.scenario.name, "seed": self.seed, "episodes": eps, "pairs": pairs}
+
+    # ------------------------------------------------------------------ HPA controller (baseline)
+
+    def _run_hpas(self) -> None:
+        if not self.hpa_enabled:
+            return
+        from streams.core.hpa import (
+            HpaBehavior,
+            HpaScalingRules,
+            HpaSettings,
+            HpaState,
+            default_scale_down,
+            reactive_cpu_step,
+        )
+        for dep in list(self.deployments.values()):
+            h = dep.spec.hpa
+            if h is None:
+                continue
+            key = (dep.namespace, dep.name)
+            st = self.hpa_status.get(key)
+            if st is None:
+                sd = default_scale_down()
+                settings = HpaSettings(h.min_replicas, h.max_replicas, h.tolerance, HpaBehavior(
+                    scale_down=HpaScalingRules(int(h.scale_down_stabilization_s), sd.select_policy, sd.policies)))
+                st = self.hpa_status[key] = {"state": HpaState(), "settings": settings, "last_sync": -math.inf,
+                                             "desired": dep.replicas, "reason": "", "utilization": None}
+            if self.t - st["last_sync"] < h.sync_period_s - 1e-9:
+                continue
+            st["last_sync"] = self.t
+            ai = self._dep_index.get(key)
+            if ai is None or ai >= len(self._app_pods):
+                continue
+            idx = self._app_pods[ai]
+            idx = idx[self._p_node[idx] >= 0]
+            usage = self._p_cpu[idx] if len(self._p_cpu) == len(self._P) else np.zeros(len(idx))
+            reqs = self._p_req[idx]
+            readies = self._p_ready[idx]
+            if reqs.sum() > 0 and readies.any():
+                st["utilization"] = round(100.0 * usage[readies].sum() / reqs[readies].sum(), 1)
+            state, res = reactive_cpu_step(st["state"], self.t, dep.replicas, usage, reqs, h.target_cpu_utilization,
+                                           st["settings"], ready=readies)
+            st["state"], st["desired"], st["reason"] = state, res.desired, res.reason
+            obj = self.hpas.get(key)
+            current = dep.replicas
+            if res.desired != dep.replicas:
+                self.counters["hpa_scalings"] += 1
+                self._set_replicas(dep, res.desired)
+            if obj is not None:
+                u = st["utilization"]
+                avg = float(usage[readies].mean()) if readies.any() else None
+                new = (current, res.desired, None if u is None else int(u), res.reason)
+                old = (obj.current_replicas, obj.desired_replicas, obj.current_utilization, obj.reason)
+                if res.desired != current:
+                    obj.last_scale_time = self.t
+                if new != old or res.desired != current:
+                    (obj.current_replicas, obj.desired_replicas, obj.current_utilization, obj.reason) = new
+                    obj.current_average_cores = avg
+                    obj.message = res.message
+                    self._emit("MODIFIED", "horizontalpodautoscalers", obj)
+
+    # ------------------------------------------------------------------ cluster-autoscaler model (baseline)
+
+    def _group_nodes(self, group: str) -> list[Node]:
+        return [n for n in self.nodes.values() if n.group == group]
+
+    def _autoscale(self) -> None:
+        # provisioned nodes join when their delay has passed
+        for up in [u for u in self.upcoming if u["ready_at"] <= self.t + 1e-9]:
+            self.upcoming.remove(up)
+            g = self.groups[up["group"]]
+            self.add_node(up["name"], up["zone"], g.name, g.cpu, g.memory, dict(g.labels), list(g.taints),
+                          reconcile=False)
+            self.counters["nodes_added"] += 1
+            self._needs_reconcile = True
+        if not self.autoscaler_enabled:
+            return
+        ca = self.scenario.autoscaler
+        if self.t - self._ca_last_scan < ca.scan_interval_s - 1e-9:
+            return
+        self._ca_last_scan = self.t
+        if self._needs_reconcile:
+            self.reconcile()
+        if not self._scale_up():
+            self._scale_down()
+
+    def _template_fits(self, pod: Pod, g, zone: str) -> bool:
+        labels = {**g.labels, ZONE_LABEL: zone, NODE_GROUP_LABEL: g.name}
+        for taint in g.taints:
+            if taint.effect in ("NoSchedule", "NoExecute") and not any(t.tolerates(taint) for t in pod.tolerations):
+                return False
+        if any(labels.get(k) != v for k, v in pod.node_selector.items()):
+            return False
+        ds_cpu = sum(ds.cpu_request for ds, _ in self.daemonsets)
+        ds_mem = sum(ds.mem_request for ds, _ in self.daemonsets)
+        return pod.cpu_request <= g.cpu - ds_cpu + 1e-9 and pod.mem_request <= g.memory - ds_mem + 1e-9
+
+    def _scale_up(self) -> bool:
+        """Scale up elastic groups for pods the scheduler could not place: pack them onto template nodes
+        (upcoming nodes count as already there), then order the nodes; they join after the group's delay."""
+        if not self._n_pending and not self._struct_dirty:
+            return False
+        pending = [p for p in self.pods.values() if p.node_name is None and p.phase == "Pending"
+                   and p.unschedulable_reason]
+        if not pending:
+            return False
+        elastic = [g for g in self.scenario.node_groups if g.elastic]
+        if not elastic:
+            return False
+        ds_cpu = sum(ds.cpu_request for ds, _ in self.daemonsets)
+        ds_mem = sum(ds.mem_request for ds, _ in self.daemonsets)
+        bins = [[u["group"], u["zone"], self.groups[u["group"]].cpu - ds_cpu, self.groups[u["group"]].memory - ds_mem]
+                for u in self.upcoming]
+        count = {g.name: len(self._group_nodes(g.name)) + sum(1 for u in self.upcoming if u["group"] == g.name)
+                 for g in elastic}
+        new: list[list] = []
+        for pod in sorted(pending, key=lambda p: (-p.priority, -p.cpu_request, p.created, p.name)):
+            placed = False
+            for b in bins + new:
+                g = self.groups[b[0]]
+                fits = b[2] >= pod.cpu_request - 1e-9 and b[3] >= pod.mem_request - 1e-9
+                if fits and self._template_fits(pod, g, b[1]):
+                    b[2] -= pod.cpu_request
+                    b[3] -= pod.mem_request
+                    placed = True
+                    break
+            if placed:
+                continue
+            for g in elastic:
+                if count[g.name] >= g.max_nodes:
+                    continue
+                zones = [z for z in self.scenario.zones if self._template_fits(pod, g, z)]
+                if not zones:
+                    continue
+                per_zone = {z: 0 for z in zones}
+                for n in self._group_nodes(g.name):
+                    if n.zone in per_zone:
+                        per_zone[n.zone] += 1
+                for u in self.upcoming:
+                    if u["group"] == g.name and u["zone"] in per_zone:
+                        per_zone[u["zone"]] += 1
+                for b in new:
+                    if b[0] == g.name and b[1] in per_zone:
+                        per_zone[b[1]] += 1
+                zone = min(zones, key=lambda z: (per_zone[z], z))
+                new.append([g.name, zone, g.cpu - ds_cpu - pod.cpu_request, g.memory - ds_mem - pod.mem_request])
+                count[g.name] += 1
+                break
+        for gname, zone, _, _ in new:
+            g = self.groups[gname]
+            self._node_seq += 1
+            name = f"{gname}-{zone}-x{self._node_seq}"
+            self.upcoming.append({"group": gname, "zone": zone, "name": name, "requested_at": self.t,
+                                  "ready_at": self.t + g.provisioning_delay_s})
+            self.counters["scale_ups"] += 1
+        if new:
+            self._ca_last_add = self.t
+        return bool(new)
+
+    def _scale_down(self) -> None:
+        """Remove elastic nodes whose requests stayed under the threshold for the unneeded time and whose pods
+        can all move (PDBs allow it, no safe-to-evict=false, they fit elsewhere); empty nodes go in bulk."""
+        ca = self.scenario.autoscaler
+        if self.t - self._ca_last_add < ca.scale_down_delay_after_add_s - 1e-9:
+            self.unneeded_since.clear()
+            return
+        if not any(g.elastic for g in self.scenario.node_groups):
+            return
+        if self._struct_dirty:
+            self._rebuild()
+        req = {n.name: (c, m) for n, c, m in zip(self._N, self._n_req_cpu.tolist(), self._n_req_mem.tolist(),
+                                                    strict=True)}
+        groups_left = {g.name: len(self._group_nodes(g.name)) for g in self.scenario.node_groups if g.elastic}
+        ready_nodes = []
+        for n in list(self.nodes.values()):
+            g = self.groups.get(n.group)
+            if g is None or not g.elastic or n.unschedulable or n.name not in req:
+                self.unneeded_since.pop(n.name, None)
+                continue
+            cpu, mem = req[n.name]
+            util = max(cpu / n.cpu, mem / n.memory)
+            if util >= ca.scale_down_utilization_threshold:
+                self.unneeded_since.pop(n.name, None)
+                continue
+            since = self.unneeded_since.setdefault(n.name, self.t)
+            if (self.t - since >= ca.scale_down_unneeded_s - 1e-9 and groups_left[n.group] > g.min_nodes
+                    and self._drain_retry.get(n.name, -math.inf) <= self.t):
+                ready_nodes.append(n)
+        if not ready_nodes:
+            return
+        pods_by_node: dict[str, list[Pod]] = {}
         for p in self.pods.values():
-            if p.node_name in per_node:
-                per_node[p.node_name].append(p)
-        for name, node in self.nodes.items():
-            pods = per_node[name]
-            total = sum(p.usage_cpu for p in pods)
-            room = max(0.0, node.cpu - sc.overhead_cpu)
-            if total > room > 0:
-                f = room / total
-                for p in pods:
-                    p.usage_cpu *= f
-                total = room
-            node.usage_cpu = total + sc.overhead_cpu
-            node.usage_memory = sum(p.usage_memory for p in pods) + sc.overhead_memory
+            if p.node_name:
+                pods_by_node.setdefault(p.node_name, []).append(p)
+        removed: list[str] = []
+        empties = [n for n in ready_nodes if all(p.daemon for p in pods_by_node.get(n.name, []))]
+        for n in empties[: ca.max_empty_bulk_delete]:
+            if groups_left[n.group] <= self.groups[n.group].min_nodes:
+                continue
+            groups_left[n.group] -= 1
+            self.remove_node(n.name, reconcile=False)
+            removed.append(n.name)
+        if removed:
+            self._needs_reconcile = True
+            return
+        for n in sorted(ready_nodes, key=lambda n: (req[n.name][0] / n.cpu, n.name)):
+            if groups_left[n.group] <= self.groups[n.group].min_nodes:
+                continue
+            movable = [p for p in pods_by_node.get(n.name, []) if not p.daemon]
+            if not self._drainable(movable, n.name):
+                self._drain_retry[n.name] = self.t + 60.0  # re-check a blocked node once a minute
+                return  # one drain simulation per scan
+            else:
+                for p in movable:
+                    res = self._evict_impl(p.namespace, p.name)
+                    self.counters["autoscaler_evictions"] += 1
+                    if res.code != 201:
+                        self.counters["scale_down_blocked"] += 1
+                        return
+                self.remove_node(n.name)
+                return
+        return
+
+    def _drainable(self, pods: list[Pod], node_name: str) -> bool:
+        need: dict[tuple[str, str], int] = {}
+        for p in pods:
+            if p.annotations.get(SAFE_TO_EVICT, "").lower() == "false":
+                return False
+            if p.owner_kind not in ("ReplicaSet", "DaemonSet"):
+                return False
+            for pdb in self.pdbs.values():
+                if pdb.matches(p):
+                    k = (pdb.namespace, pdb.name)
+                    need[k] = need.get(k, 0) + 1
+                    if need[k] > pdb.disruptions_allowed:
+                        return False
+        ctx = self._sched_ctx(exclude=[node_name])
+        for p in sorted(pods, key=lambda p: -p.cpu_request):
+            mask = ctx.static_mask(p) & ~ctx.unsched
+            fits = mask & (ctx.req_cpu + p.cpu_request <= ctx.alloc_cpu + 1e-9) & (
+                ctx.req_mem + p.mem_request <= ctx.alloc_mem + 1e-9)
+            if not fits.any():
+                return False
+            idx = np.flatnonzero(fits)
+            i = int(idx[np.argmax(ctx.alloc_cpu[idx] - ctx.req_cpu[idx])])
+            ctx.bind(p, i)
+        return True
+
+    def remove_node(self, name: str, *, reconcile: bool = True) -> Node | None:
+        """Delete a node: its pods are deleted (controllers recreate them elsewhere)."""
+        node = self.nodes.pop(name, None)
+        if node is None:
+            return None
+        for p in [p for p in self.pods.values() if p.node_name == name]:
+            self._remove_pod(p)
+        self.unneeded_since.pop(name, None)
+        self.counters["nodes_removed"] += 1
+        self._emit("DELETED", "nodes", node)
+        if reconcile:
+            self.reconcile()
+        return node
+
+    # ------------------------------------------------------------------ clock
 
     def step(self, dt: float | None = None) -> None:
         """Advance the virtual clock by one tick (``dt`` defaults to the scenario resolution)."""
         dt = self.scenario.resolution_s if dt is None else dt
         self.t += dt
         self.tick += 1
-        starting = [p for p in self.pods.values() if not p.ready]
-        for pod in sorted(starting, key=lambda p: (p.created, p.name)):
-            if (pod.phase == "Running" and not pod.ready and pod.scheduled_at is not None
-                    and self.t >= pod.scheduled_at + pod.startup_s - 1e-9):
-                pod.ready = True
-                pod.ready_at = self.t
-                self._emit("MODIFIED", "pods", pod)
-        self.reconcile()
-        self._update_usage()
+        if self._n_not_ready or self._struct_dirty:
+            starting = [p for p in self.pods.values() if not p.ready]
+            for pod in sorted(starting, key=lambda p: (p.created, p.name)):
+                if (pod.phase == "Running" and not pod.ready and pod.scheduled_at is not None
+                        and self.t >= pod.scheduled_at + pod.startup_s - 1e-9):
+                    pod.ready = True
+                    pod.ready_at = self.t
+                    was_dirty = self._struct_dirty
+                    self._emit("MODIFIED", "pods", pod)
+                    slot = getattr(pod, "_slot", None)
+                    if not was_dirty and slot is not None and slot < len(self._P) and self._P[slot] is pod:
+                        # readiness only: patch the arrays instead of rebuilding them
+                        self._struct_dirty = False
+                        self._p_ready[slot] = True
+                        self._n_not_ready -= 1
+        self._autoscale()
+        self._run_hpas()
+        if self._needs_reconcile or any(p.disrupted_pods for p in self.pdbs.values()):
+            self.reconcile()
+        self._update_usage(dt=dt)
+        self._account(dt)
+
+    def _account(self, dt: float) -> None:
+        for n in self.nodes.values():
+            self.node_seconds[n.group] = self.node_seconds.get(n.group, 0.0) + dt
+        self.ideal_node_seconds += self._ideal_nodes * dt
+        self.sla["underprovisioned_pod_minutes"] = (self.sla.get("underprovisioned_pod_minutes", 0.0)
+                                                    + self.sla["underprovisioned_pods"] * dt / 60.0)
 
     def advance(self, seconds: float) -> None:
         """Advance the clock by ``seconds`` in ticks of at most ``resolution_s``."""
@@ -798,10 +1537,28 @@ class Cluster:
     def node_cpu_percent(self) -> dict[str, float]:
         return {n.name: 100.0 * n.usage_cpu / n.cpu for n in self.nodes.values()}
 
+    def accounting(self) -> dict:
+        """Node-hours (per group and total), their cost, ideal node-hours and the SLA figures."""
+        hours = {g: s / 3600.0 for g, s in self.node_seconds.items()}
+        cost = sum(h * self.groups[g].cost_per_hour for g, h in hours.items() if g in self.groups)
+        return {
+            "node_hours": round(sum(hours.values()), 4),
+            "node_hours_by_group": {g: round(h, 4) for g, h in sorted(hours.items())},
+            "ideal_node_hours": round(self.ideal_node_seconds / 3600.0, 4),
+            "ideal_nodes_now": self._ideal_nodes,
+            "cost": round(cost, 4),
+            **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.sla.items()},
+        }
+
     def status(self) -> dict:
+        req = self.requested_all()
+        per_node: dict[str, int] = {}
+        for p in self.pods.values():
+            if p.node_name:
+                per_node[p.node_name] = per_node.get(p.node_name, 0) + 1
         nodes = []
         for n in self.nodes.values():
-            cpu_req, mem_req = self.requested(n)
+            cpu_req, mem_req = req[n.name]
             nodes.append({
                 "name": n.name,
                 "zone": n.zone,
@@ -815,7 +1572,7 @@ class Cluster:
                 "mem_usage_bytes": round(n.usage_memory),
                 "mem_allocatable": round(n.memory),
                 "mem_requested": round(mem_req),
-                "pods": sum(1 for p in self.pods.values() if p.node_name == n.name),
+                "pods": per_node.get(n.name, 0),
             })
         pct = np.array([x["cpu_usage_pct"] for x in nodes]) if nodes else np.zeros(1)
         phases: dict[str, int] = {}
@@ -843,7 +1600,196 @@ class Cluster:
             },
             "system_overhead": {"cpu_cores": self.scenario.overhead_cpu,
                                 "memory_bytes": self.scenario.overhead_memory},
+            "sla": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.sla.items()},
+            "accounting": self.accounting(),
+            "node_groups": {g.name: {"nodes": sum(1 for n in self.nodes.values() if n.group == g.name),
+                                     "upcoming": sum(1 for u in self.upcoming if u["group"] == g.name),
+                                     "elastic": g.elastic, "min_nodes": g.min_nodes, "max_nodes": g.max_nodes,
+                                     "cost_per_hour": g.cost_per_hour}
+                            for g in self.scenario.node_groups},
+            "hpa": {f"{ns}/{name}": {"desired": st["desired"], "reason": st["reason"],
+                                     "cpu_utilization_pct": st["utilization"]}
+                    for (ns, name), st in sorted(self.hpa_status.items())},
         }
 
     def iter_pods(self, namespace: str | None = None) -> Iterable[Pod]:
         return (p for p in self.pods.values() if namespace is None or p.namespace == namespace)
+
+
+def _static_reason(pod: Pod, node: Node) -> str | None:
+    for taint in node.taints:
+        if taint.effect in ("NoSchedule", "NoExecute") and not any(t.tolerates(taint) for t in pod.tolerations):
+            return "node(s) had untolerated taint"
+    for k, v in pod.node_selector.items():
+        if node.labels.get(k) != v:
+            return "node(s) didn't match Pod's node affinity/selector"
+    return None
+
+
+class _SchedCtx:
+    """Node arrays for one scheduling batch (built once, updated on every bind): the filter and score
+    run as numpy expressions over all nodes instead of a Python loop per (pod, node)."""
+
+    def __init__(self, c: Cluster, exclude: set[str]):
+        self.c = c
+        self.nodes = [n for n in c.nodes.values() if n.name not in exclude]
+        self.index = {n.name: i for i, n in enumerate(self.nodes)}
+        n = len(self.nodes)
+        self.alloc_cpu = np.array([x.cpu for x in self.nodes], dtype=float)
+        self.alloc_mem = np.array([x.memory for x in self.nodes], dtype=float)
+        self.req_cpu = np.zeros(n)
+        self.req_mem = np.zeros(n)
+        self.zones = sorted({x.zone for x in self.nodes})
+        zi = {z: i for i, z in enumerate(self.zones)}
+        self.zone = np.array([zi[x.zone] for x in self.nodes], dtype=np.int64)
+        self.unsched = np.array([x.unschedulable for x in self.nodes], dtype=bool)
+        self.name_rank = np.argsort(np.argsort(np.array([x.name for x in self.nodes], dtype=object)))
+        self.app_nodes: dict[tuple[str, str | None], np.ndarray] = {}
+        self._by_app: dict[tuple[str, str | None], list[int]] = {}
+        self._masks: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        get = self.index.get
+        ii, cc, mm = [], [], []
+        by_app = self._by_app
+        for p in c.pods.values():
+            if p.node_name is None:
+                continue
+            i = get(p.node_name)
+            if i is None or p.phase not in ("Pending", "Running"):
+                continue
+            ii.append(i)
+            cc.append(p.cpu_request)
+            mm.append(p.mem_request)
+            if not p.daemon:
+                key = (p.namespace, p.app)
+                lst = by_app.get(key)
+                if lst is None:
+                    by_app[key] = [i]
+                else:
+                    lst.append(i)
+        if ii:
+            self.req_cpu = np.bincount(ii, weights=cc, minlength=n).astype(float)
+            self.req_mem = np.bincount(ii, weights=mm, minlength=n).astype(float)
+
+    def counts(self, pod: Pod) -> np.ndarray:
+        key = (pod.namespace, pod.app)
+        arr = self.app_nodes.get(key)
+        if arr is None:
+            arr = np.bincount(np.array(self._by_app.get(key, []), dtype=np.int64), minlength=len(self.nodes))
+            arr = arr.astype(float)
+            self.app_nodes[key] = arr
+        return arr
+
+    def bind(self, pod: Pod, i: int) -> None:
+        self.req_cpu[i] += pod.cpu_request
+        self.req_mem[i] += pod.mem_request
+        if not pod.daemon:
+            key = (pod.namespace, pod.app)
+            if key in self.app_nodes:
+                self.app_nodes[key][i] += 1
+            else:
+                self._by_app.setdefault(key, []).append(i)
+
+    def unbind(self, pod: Pod) -> None:
+        i = self.index.get(pod.node_name or "")
+        if i is None:
+            return
+        self.req_cpu[i] -= pod.cpu_request
+        self.req_mem[i] -= pod.mem_request
+        key = (pod.namespace, pod.app)
+        if key in self.app_nodes:
+            self.app_nodes[key][i] -= 1
+        elif key in self._by_app and i in self._by_app[key]:
+            self._by_app[key].remove(i)
+
+    def _static(self, pod: Pod) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(taints ok, selector ok, # untolerated PreferNoSchedule taints) per node, cached per pod shape."""
+        key = (pod.tolerations, tuple(sorted(pod.node_selector.items())))
+        hit = self._masks.get(key)
+        if hit is None:
+            taint_ok = np.ones(len(self.nodes), dtype=bool)
+            sel_ok = np.ones(len(self.nodes), dtype=bool)
+            prefer = np.zeros(len(self.nodes))
+            for i, node in enumerate(self.nodes):
+                for taint in node.taints:
+                    if not any(t.tolerates(taint) for t in pod.tolerations):
+                        if taint.effect in ("NoSchedule", "NoExecute"):
+                            taint_ok[i] = False
+                        elif taint.effect == "PreferNoSchedule":
+                            prefer[i] += 1
+                for k, v in pod.node_selector.items():
+                    if node.labels.get(k) != v:
+                        sel_ok[i] = False
+            hit = self._masks[key] = (taint_ok, sel_ok, prefer)
+        return hit
+
+    def static_mask(self, pod: Pod) -> np.ndarray:
+        taint_ok, sel_ok, _ = self._static(pod)
+        return taint_ok & sel_ok
+
+    def select(self, pod: Pod) -> int | None:
+        n = len(self.nodes)
+        if n == 0:
+            pod.unschedulable_reason = "0/0 nodes are available: no nodes."
+            return None
+        taint_ok, sel_ok, prefer = self._static(pod)
+        cpu_ok = self.req_cpu + pod.cpu_request <= self.alloc_cpu + 1e-9
+        mem_ok = self.req_mem + pod.mem_request <= self.alloc_mem + 1e-9
+        spread = pod.spread if not pod.daemon else ()
+        counts = self.counts(pod) if not pod.daemon else None
+        topo_ok = np.ones(n, dtype=bool)
+        for sc in spread:
+            if sc.when_unsatisfiable != "DoNotSchedule":
+                continue
+            assert counts is not None
+            # domains: nodes passing the pod's node selector (nodeAffinityPolicy Honor, nodeTaintsPolicy Ignore)
+            if sc.topology_key == ZONE_LABEL:
+                per = np.bincount(self.zone, weights=counts, minlength=len(self.zones))
+                eligible = np.unique(self.zone[sel_ok])
+                if eligible.size == 0:
+                    continue
+                mn = per[eligible].min()
+                topo_ok &= per[self.zone] + 1 - mn <= sc.max_skew
+            else:
+                if not sel_ok.any():
+                    continue
+                mn = counts[sel_ok].min()
+                topo_ok &= counts + 1 - mn <= sc.max_skew
+        feasible = ~self.unsched & taint_ok & sel_ok & cpu_ok & mem_ok & topo_ok
+        if not feasible.any():
+            reasons = {}
+            order = [(self.unsched, "node(s) were unschedulable"), (~taint_ok, "node(s) had untolerated taint"),
+                     (~sel_ok, "node(s) didn't match Pod's node affinity/selector"), (~cpu_ok, "Insufficient cpu"),
+                     (~mem_ok, "Insufficient memory"),
+                     (~topo_ok, "node(s) didn't match pod topology spread constraints")]
+            left = np.ones(n, dtype=bool)
+            for bad, why in order:
+                hit = int((left & bad).sum())
+                if hit:
+                    reasons[why] = hit
+                left &= ~bad
+            detail = ", ".join(f"{k} {r}" for r, k in sorted(reasons.items()))
+            pod.unschedulable_reason = f"0/{len(self.c.nodes)} nodes are available: {detail}."
+            return None
+        idx = np.flatnonzero(feasible)
+        free_cpu = (self.alloc_cpu[idx] - self.req_cpu[idx] - pod.cpu_request) / self.alloc_cpu[idx]
+        free_mem = (self.alloc_mem[idx] - self.req_mem[idx] - pod.mem_request) / self.alloc_mem[idx]
+        score = 100.0 * (free_cpu + free_mem) / 2.0
+        if counts is not None:
+            zone_per = np.bincount(self.zone, weights=counts, minlength=len(self.zones))
+            zc = zone_per[self.zone[idx]]
+            nc = counts[idx]
+            zmax, nmax = zc.max(), nc.max()
+            score = score + 0.5 * (100.0 * (zmax - zc) / zmax if zmax else 100.0)
+            score = score + 0.5 * (100.0 * (nmax - nc) / nmax if nmax else 100.0)
+            for sc in spread:
+                if sc.when_unsatisfiable == "ScheduleAnyway":
+                    c = zc if sc.topology_key == ZONE_LABEL else nc
+                    cmax = c.max()
+                    score = score + 2.0 * (100.0 * (cmax - c) / cmax if cmax else 100.0)
+        pf = prefer[idx]
+        pmax = pf.max()
+        if pmax > 0:
+            score = score + 3.0 * 100.0 * (pmax - pf) / pmax
+        best = score.max()
+        ties = idx[score == best]
+        return int(ties[np.argmin(self.name_rank[ties])])

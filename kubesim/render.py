@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from .model import PDB, Cluster, Deployment, Namespace, Node, Pod, ReplicaSet
+from .model import HPA, PDB, Cluster, Deployment, Namespace, Node, Pod, ReplicaSet
 from .quantity import format_cpu, format_kibibytes, format_memory, format_nanocores
 
 DEFAULT_TOLERATIONS = [
@@ -380,7 +380,56 @@ def pod_metrics(p: Pod, cluster: Cluster) -> dict:
     }
 
 
+def hpa(h: HPA, cluster: Cluster) -> dict:
+    s = h.spec
+    status: dict = {"currentReplicas": h.current_replicas, "desiredReplicas": h.desired_replicas}
+    if h.last_scale_time is not None:
+        status["lastScaleTime"] = ts(h.last_scale_time)
+    if h.current_utilization is not None:
+        cur: dict = {"averageUtilization": h.current_utilization}
+        if h.current_average_cores is not None:
+            cur["averageValue"] = format_cpu(round(h.current_average_cores, 3))
+        status["currentMetrics"] = [{"type": "Resource", "resource": {"name": "cpu", "current": cur}}]
+    limited = h.reason in ("ScaleUpLimit", "ScaleDownLimit", "TooFewReplicas", "TooManyReplicas")
+    status["conditions"] = [
+        {"type": "AbleToScale", "status": "True", "lastTransitionTime": ts(h.created),
+         "reason": "ScaleDownStabilized" if h.reason == "ScaleDownStabilized" else "ReadyForNewScale",
+         "message": h.message or "recommended size matches current size"},
+        {"type": "ScalingActive", "status": "True" if h.current_utilization is not None else "False",
+         "lastTransitionTime": ts(h.created),
+         "reason": "ValidMetricFound" if h.current_utilization is not None else "FailedGetResourceMetric",
+         "message": "the HPA was able to successfully calculate a replica count from cpu resource utilization"},
+        {"type": "ScalingLimited", "status": "True" if limited else "False", "lastTransitionTime": ts(h.created),
+         "reason": h.reason if limited else "DesiredWithinRange",
+         "message": "the desired count is within the acceptable range"},
+    ]
+    return {
+        "kind": "HorizontalPodAutoscaler",
+        "apiVersion": "autoscaling/v2",
+        "metadata": {"name": h.name, "namespace": h.namespace, "uid": h.uid, "resourceVersion": str(h.rv),
+                     "creationTimestamp": ts(h.created), "labels": {"app": h.target}},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": h.target},
+            "minReplicas": s.min_replicas,
+            "maxReplicas": s.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization", "averageUtilization": round(s.target_cpu_utilization)}}}],
+            "behavior": {
+                "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                            "policies": [{"type": "Pods", "value": 4, "periodSeconds": 15},
+                                         {"type": "Percent", "value": 100, "periodSeconds": 15}]},
+                "scaleDown": {"stabilizationWindowSeconds": round(s.scale_down_stabilization_s),
+                              "selectPolicy": "Max",
+                              "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]},
+            },
+        },
+        "status": status,
+    }
+
+
 def render(resource: str, obj, cluster: Cluster) -> dict:
+    if resource == "horizontalpodautoscalers":
+        return hpa(obj, cluster)
     if resource == "pods":
         return pod(obj, cluster)
     if resource == "nodes":

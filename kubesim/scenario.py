@@ -8,6 +8,7 @@ A scenario is loaded by path or by name (``load_scenario("demo")`` looks in
 Schema (quantities use Kubernetes notation: ``250m``, ``2``, ``512Mi``)::
 
     name: demo                       # str, required
+    description: free text           # optional
     seed: 42                         # int, default 0; all randomness comes from it
     start: "2024-06-03T08:00:00Z"    # UTC start of the virtual clock, required
     duration_h: 24                   # length of an offline run, default 24
@@ -15,13 +16,25 @@ Schema (quantities use Kubernetes notation: ``250m``, ``2``, ``512Mi``)::
     speed: 60                        # virtual s per real s when served; 0 = manual clock
     system_overhead: {cpu: 100m, memory: 512Mi}   # per node, added to node usage
     zones: [zone-a, zone-b]          # required, non-empty
+    cluster_autoscaler:              # the baseline node scaler (acts on elastic groups only)
+      enabled: true
+      scan_interval_s: 10
+      scale_down_utilization_threshold: 0.5   # requests / allocatable (max of cpu, memory)
+      scale_down_unneeded_s: 600
+      scale_down_delay_after_add_s: 600
+      max_empty_bulk_delete: 10
     node_groups:                     # required, non-empty
       - name: general
         cpu: 8                       # allocatable per node
         memory: 32Gi
         labels: {k: v}               # optional, added to every node
-        taints: [{key: k, value: v, effect: NoSchedule}]
-        nodes_per_zone: 2            # nodes named <group>-<zone>-<i>, or
+        taints: [{key: k, value: v, effect: NoSchedule}]   # or PreferNoSchedule / NoExecute
+        cost_per_hour: 0.4           # per node-hour (accounting), default 0
+        elastic: false               # true: scaled by the cluster-autoscaler model
+        min_nodes: 0                 # elastic bounds (max_nodes counts all zones)
+        max_nodes: 30
+        provisioning_delay_s: 180    # elastic: order -> node joins
+        nodes_per_zone: 2            # nodes named <group>-<zone>-<i> (0 allowed for elastic), or
         nodes:                       # explicit nodes (zone required, name optional)
           - {name: node-a-1, zone: zone-a, labels: {...}, taints: [...], unschedulable: false}
     namespaces: [shop]               # kube-system and default always exist
@@ -30,28 +43,62 @@ Schema (quantities use Kubernetes notation: ``250m``, ``2``, ``512Mi``)::
          usage: {cpu: 50m, memory: 64Mi}}
     apps:                            # Deployments
       - name: web                    # label app=<name>
+        count: 10                    # generator: 10 apps web-1..web-10 (default: one app, name as is)
         namespace: shop
         replicas: 4
         requests: {cpu: 250m, memory: 256Mi}
         limits: {cpu: "2"}           # optional; usage is capped at limits.cpu
-        startup_s: 30                # scheduled -> Ready delay (virtual seconds)
+        max_cpu_per_pod: 1500m       # optional per-pod serving capacity (default limits.cpu)
+        startup_s: 30                # scheduled -> Ready delay (virtual seconds); not Ready = no traffic
         labels: {tier: front}        # extra pod labels
+        annotations: {cluster-autoscaler.kubernetes.io/safe-to-evict: "false"}   # pod annotations
+        priority: 0                  # pod priority; < 0 = placeholder, preempted by higher priority
         node_selector: {k: v}
         tolerations: [{key: k, operator: Exists|Equal, value: v, effect: NoSchedule}]
+        topology_spread:             # topologySpreadConstraints over the app's own pods
+          - {max_skew: 1, topology_key: zone|hostname, when_unsatisfiable: DoNotSchedule|ScheduleAnyway}
+        hpa:                         # baseline reactive HPA (autoscaling/v2 CPU utilisation)
+          {min_replicas: 2, max_replicas: 20, target_cpu_utilization: 70, tolerance: 0.1,
+           scale_down_stabilization_s: 300, sync_period_s: 15}
+        antagonist:                  # a cache / memory-bandwidth hog (episodic when off_min > 0)
+          {intensity: 1.0, on_min: 10, off_min: 30, phase_min: 0}
+        sensitivity: 1.0             # CPI increase per unit of co-located antagonist activity
+                                     #   (default 1, 0 for antagonists)
+        base_cpi: 1.0
+        base_latency_ms: 20
+        character: cpu               # or memory: memory follows served load (demand.memory_per_core)
         demand:                      # total app CPU demand (cores) at virtual time t:
           cpu: 2.0                   #   daily mean
           tide: {ratio: 3, peak_hour: 14}   # peak/trough ratio, hour (UTC) of the peak
-          spikes: {every_h: 1, at_min: 0, duration_min: 5, factor: 1.5}
+          spikes: {every_h: 1, at_min: 0, duration_min: 5, factor: 1.5}   # or a list of spike trains
+          weekend_factor: 1.0        # multiplier on Saturday and Sunday (UTC)
+          pattern: periodic          # or random_walk: mean-reverting walk of log-demand (6 h time constant)
+          volatility: 0.3            # random_walk: std of log-demand per sqrt(hour)
+          bursts: {rate_per_h: 2, duration_min: 5, factor: 3}   # Poisson bursts (non-periodic)
           noise: 0.05                # relative gaussian noise per tick
-          memory: 300Mi              # per-pod memory usage (flat, +-1 %)
+          memory: 300Mi              # per-pod memory usage (+-1 %)
+          memory_growth_per_h: 0.01  # relative growth per hour of pod age
+          memory_per_core: 256Mi     # character memory: extra memory per core served
         pdb: {minAvailable: 2}       # or {maxUnavailable: "25%"}, optional name; or a list
         pods:                        # per initial pod (by index) overrides
           - {index: 0, node: node-a-1, usage_multiplier: 2.5, deletion_cost: 100}
 
+Generators: any value in an app may be a seeded random draw, made per generated copy from a
+generator seeded by (scenario seed, app index): ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``,
+``{randint: [lo, hi]}`` (inclusive) or ``{choice: [a, b, ...]}``; ranges may be quantities
+(``{uniform: [250m, "1"]}``).  The same seed gives the same fleet.
+
+Overrides: ``load_scenario(name, overrides={...})`` deep-merges a partial document; the shorthands
+``seed``, ``hours`` (``duration_h``) and ``nodes`` (scale the fixed ``nodes_per_zone`` groups so the
+initial fleet has about that many nodes) are accepted in ``overrides`` or as keyword arguments.
+
 Per-pod CPU usage = demand(t) / ready replicas * usage_multiplier (replacement
-pods get multiplier 1), capped at limits.cpu and at the node's capacity (pods on
-an overcommitted node are scaled down proportionally).  Pods that are running
-but not yet Ready use 10 % of their CPU request.
+pods get multiplier 1), capped at the per-pod capacity (``max_cpu_per_pod`` or
+``limits.cpu``) and at the node's capacity (pods on an overcommitted node are scaled
+down proportionally).  Pods that are running but not yet Ready use 10 % of their CPU
+request and serve nothing.  The demand a Ready pod could not serve is its
+``unserved_cpu``; a pod with unserved demand (or every replica of an app without a
+Ready pod) counts as under-provisioned for that tick (``Cluster.sla``).
 """
 
 from __future__ import annotations
@@ -63,6 +110,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from .quantity import parse_quantity
@@ -134,6 +182,23 @@ class NodeGroup:
     nodes: tuple[NodeSpec, ...]
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
+    elastic: bool = False  # scaled by the cluster-autoscaler model
+    min_nodes: int = 0
+    max_nodes: int = 0
+    provisioning_delay_s: float = 180.0
+    cost_per_hour: float = 0.0
+
+
+@dataclass(frozen=True)
+class AutoscalerSpec:
+    """The cluster-autoscaler model's flags (names follow CA's command-line flags)."""
+
+    enabled: bool = True
+    scan_interval_s: float = 10.0
+    scale_down_utilization_threshold: float = 0.5
+    scale_down_unneeded_s: float = 600.0
+    scale_down_delay_after_add_s: float = 600.0
+    max_empty_bulk_delete: int = 10
 
 
 @dataclass(frozen=True)
@@ -145,6 +210,13 @@ class Spikes:
 
 
 @dataclass(frozen=True)
+class Bursts:
+    rate_per_h: float = 1.0
+    duration_min: float = 5.0
+    factor: float = 2.0
+
+
+@dataclass(frozen=True)
 class Demand:
     cpu: float
     tide_ratio: float = 1.0
@@ -152,6 +224,42 @@ class Demand:
     spikes: Spikes | None = None
     noise: float = 0.0
     memory: float = 256 * 2**20
+    extra_spikes: tuple[Spikes, ...] = ()  # further spike trains (e.g. half-hourly)
+    weekend_factor: float = 1.0  # demand multiplier on Saturday/Sunday (UTC)
+    pattern: str = "periodic"  # periodic | random_walk
+    volatility: float = 0.0  # random_walk: std of log-demand per sqrt(hour)
+    bursts: Bursts | None = None
+    memory_growth_per_h: float = 0.0  # relative per-pod memory growth per hour of pod age
+    memory_per_core: float = 0.0  # memory-bound apps: extra bytes per core served
+
+    @property
+    def all_spikes(self) -> tuple[Spikes, ...]:
+        return ((self.spikes,) if self.spikes is not None else ()) + self.extra_spikes
+
+
+@dataclass(frozen=True)
+class SpreadConstraint:
+    max_skew: int = 1
+    topology_key: str = "topology.kubernetes.io/zone"
+    when_unsatisfiable: str = "DoNotSchedule"  # or ScheduleAnyway
+
+
+@dataclass(frozen=True)
+class HpaSpec:
+    min_replicas: int = 1
+    max_replicas: int = 10
+    target_cpu_utilization: float = 70.0  # percent of requests
+    tolerance: float = 0.1
+    scale_down_stabilization_s: float = 300.0
+    sync_period_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class AntagonistSpec:
+    intensity: float = 1.0  # added to co-located victims' relative CPI while active
+    on_min: float = 10.0
+    off_min: float = 0.0  # 0 = always on
+    phase_min: float = 0.0  # offset of the on/off cycle from the scenario start
 
 
 @dataclass(frozen=True)
@@ -186,6 +294,16 @@ class AppSpec:
     pdbs: tuple[PDBSpec, ...] = ()
     pods: tuple[PodOverride, ...] = ()
     image: str = "registry.local/app:1"
+    annotations: dict[str, str] = field(default_factory=dict)  # pod annotations (e.g. safe-to-evict)
+    priority: int = 0  # pod priority; < 0 = preemptible placeholder
+    topology_spread: tuple[SpreadConstraint, ...] = ()
+    hpa: HpaSpec | None = None
+    antagonist: AntagonistSpec | None = None
+    sensitivity: float = 1.0  # how much co-located antagonists raise this app's CPI
+    max_cpu_per_pod: float | None = None  # a pod serves at most this (default: limits.cpu)
+    base_cpi: float = 1.0
+    base_latency_ms: float = 20.0
+    character: str = "cpu"  # cpu | memory (memory-bound: memory follows load)
 
     def override(self, index: int) -> PodOverride | None:
         for o in self.pods:
@@ -220,6 +338,8 @@ class Scenario:
     overhead_cpu: float = 0.1
     overhead_memory: float = 512 * 2**20
     source: str = ""
+    autoscaler: AutoscalerSpec = field(default_factory=AutoscalerSpec)
+    description: str = ""
 
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:
@@ -362,7 +482,11 @@ def _parse_node_groups(raw: Any, zones: tuple[str, ...]) -> tuple[NodeGroup, ...
     for gi, g in enumerate(items):
         p = f"node_groups[{gi}]"
         g = _map(g, p)
-        _known(g, {"name", "cpu", "memory", "labels", "taints", "nodes_per_zone", "nodes"}, p)
+        _known(g, {"name", "cpu", "memory", "labels", "taints", "nodes_per_zone", "nodes", "elastic", "min_nodes",
+                   "max_nodes", "provisioning_delay_s", "cost_per_hour"}, p)
+        elastic = g.get("elastic", False)
+        if not isinstance(elastic, bool):
+            raise _err(f"{p}.elastic", f"expected true/false, got {elastic!r}")
         gname = _str(_required(g, "name", p), f"{p}.name", dns=True)
         cpu = _qty(_required(g, "cpu", p), f"{p}.cpu", positive=True)
         mem = _qty(_required(g, "memory", p), f"{p}.memory", positive=True)
@@ -396,7 +520,7 @@ def _parse_node_groups(raw: Any, zones: tuple[str, ...]) -> tuple[NodeGroup, ...
                     )
                 )
         else:
-            per_zone = _int(_required(g, "nodes_per_zone", p), f"{p}.nodes_per_zone", minimum=1)
+            per_zone = _int(_required(g, "nodes_per_zone", p), f"{p}.nodes_per_zone", minimum=0 if elastic else 1)
             for zone in zones:
                 for i in range(per_zone):
                     name = f"{gname}-{zone}-{i + 1}"
@@ -406,13 +530,23 @@ def _parse_node_groups(raw: Any, zones: tuple[str, ...]) -> tuple[NodeGroup, ...
             if n.name in seen:
                 raise _err(f"{p}.nodes", f"duplicate node name {n.name!r}")
             seen.add(n.name)
-        groups.append(NodeGroup(gname, cpu, mem, tuple(nodes), glabels, gtaints))
+        min_nodes = _int(g.get("min_nodes", 0), f"{p}.min_nodes", minimum=0)
+        max_nodes = _int(g.get("max_nodes", max(len(nodes), min_nodes)), f"{p}.max_nodes", minimum=0)
+        if max_nodes < min_nodes:
+            raise _err(f"{p}.max_nodes", f"must be >= min_nodes ({min_nodes}), got {max_nodes}")
+        if elastic and max_nodes < len(nodes):
+            raise _err(f"{p}.max_nodes", f"must be >= the initial node count ({len(nodes)}), got {max_nodes}")
+        groups.append(NodeGroup(
+            gname, cpu, mem, tuple(nodes), glabels, gtaints, elastic, min_nodes, max_nodes,
+            _num(g.get("provisioning_delay_s", 180.0), f"{p}.provisioning_delay_s", minimum=0.0),
+            _num(g.get("cost_per_hour", 0.0), f"{p}.cost_per_hour", minimum=0.0)))
     return tuple(groups)
 
 
 def _parse_demand(raw: Any, path: str) -> Demand:
     d = _map(raw, path)
-    _known(d, {"cpu", "tide", "spikes", "noise", "memory"}, path)
+    _known(d, {"cpu", "tide", "spikes", "noise", "memory", "weekend_factor", "pattern", "volatility", "bursts",
+               "memory_growth_per_h", "memory_per_core"}, path)
     cpu = _qty(_required(d, "cpu", path), f"{path}.cpu")
     tide = _map(d.get("tide"), f"{path}.tide")
     _known(tide, {"ratio", "peak_hour"}, f"{path}.tide")
@@ -420,20 +554,41 @@ def _parse_demand(raw: Any, path: str) -> Demand:
     peak_hour = _num(tide.get("peak_hour", 14.0), f"{path}.tide.peak_hour", minimum=0.0)
     if peak_hour >= 24:
         raise _err(f"{path}.tide.peak_hour", f"must be < 24, got {peak_hour!r}")
-    spikes = None
-    if d.get("spikes") is not None:
-        sp = f"{path}.spikes"
-        s = _map(d["spikes"], sp)
-        _known(s, {"every_h", "at_min", "duration_min", "factor"}, sp)
-        spikes = Spikes(
-            every_h=_num(s.get("every_h", 1.0), f"{sp}.every_h", positive=True),
-            at_min=_num(s.get("at_min", 0.0), f"{sp}.at_min", minimum=0.0),
-            duration_min=_num(s.get("duration_min", 5.0), f"{sp}.duration_min", positive=True),
-            factor=_num(s.get("factor", 1.5), f"{sp}.factor", minimum=0.0),
-        )
+    trains = []
+    raw_spikes = d.get("spikes")
+    if raw_spikes is not None:
+        for si, item in enumerate(raw_spikes if isinstance(raw_spikes, list) else [raw_spikes]):
+            sp = f"{path}.spikes[{si}]" if isinstance(raw_spikes, list) else f"{path}.spikes"
+            s = _map(item, sp)
+            _known(s, {"every_h", "at_min", "duration_min", "factor"}, sp)
+            trains.append(Spikes(
+                every_h=_num(s.get("every_h", 1.0), f"{sp}.every_h", positive=True),
+                at_min=_num(s.get("at_min", 0.0), f"{sp}.at_min", minimum=0.0),
+                duration_min=_num(s.get("duration_min", 5.0), f"{sp}.duration_min", positive=True),
+                factor=_num(s.get("factor", 1.5), f"{sp}.factor", minimum=0.0),
+            ))
     noise = _num(d.get("noise", 0.0), f"{path}.noise", minimum=0.0)
     mem = _qty(d.get("memory", "256Mi"), f"{path}.memory")
-    return Demand(cpu, ratio, peak_hour, spikes, noise, mem)
+    pattern = d.get("pattern", "periodic")
+    if pattern not in ("periodic", "random_walk"):
+        raise _err(f"{path}.pattern", f"must be periodic or random_walk, got {pattern!r}")
+    bursts = None
+    if d.get("bursts") is not None:
+        bp = f"{path}.bursts"
+        b = _map(d["bursts"], bp)
+        _known(b, {"rate_per_h", "duration_min", "factor"}, bp)
+        bursts = Bursts(_num(b.get("rate_per_h", 1.0), f"{bp}.rate_per_h", minimum=0.0),
+                        _num(b.get("duration_min", 5.0), f"{bp}.duration_min", positive=True),
+                        _num(b.get("factor", 2.0), f"{bp}.factor", minimum=0.0))
+    return Demand(
+        cpu, ratio, peak_hour, trains[0] if trains else None, noise, mem, tuple(trains[1:]),
+        weekend_factor=_num(d.get("weekend_factor", 1.0), f"{path}.weekend_factor", minimum=0.0),
+        pattern=pattern,
+        volatility=_num(d.get("volatility", 0.0), f"{path}.volatility", minimum=0.0),
+        bursts=bursts,
+        memory_growth_per_h=_num(d.get("memory_growth_per_h", 0.0), f"{path}.memory_growth_per_h", minimum=0.0),
+        memory_per_core=_qty(d.get("memory_per_core", 0), f"{path}.memory_per_core"),
+    )
 
 
 def _parse_pdbs(raw: Any, app: str, path: str) -> tuple[PDBSpec, ...]:
@@ -471,17 +626,71 @@ def _parse_resources(raw: Any, path: str, *, required: bool) -> tuple[float | No
     return cpu, mem
 
 
-def _parse_apps(raw: Any, namespaces: set[str], nodes: set[str]) -> tuple[AppSpec, ...]:
-    apps = []
-    seen = set()
+_SAMPLERS = ("uniform", "loguniform", "randint", "choice")
+
+
+def _sample(v: Any, rng: np.random.Generator, path: str) -> Any:
+    """Replace ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``, ``{randint: [lo, hi]}`` (inclusive) and
+    ``{choice: [a, b, ...]}`` anywhere in ``v`` by a seeded random draw (quantities allowed in ranges)."""
+    if isinstance(v, dict):
+        if len(v) == 1 and next(iter(v)) in _SAMPLERS:
+            kind, arg = next(iter(v.items()))
+            sp = f"{path}.{kind}"
+            if kind == "choice":
+                items = _list(arg, sp)
+                if not items:
+                    raise _err(sp, "needs at least one value")
+                return copy.deepcopy(items[int(rng.integers(0, len(items)))])
+            rng_ = _list(arg, sp)
+            if len(rng_) != 2:
+                raise _err(sp, f"expected [low, high], got {arg!r}")
+            lo, hi = (_qty(x, f"{sp}[{i}]") for i, x in enumerate(rng_))
+            if hi < lo:
+                raise _err(sp, f"high < low in {arg!r}")
+            if kind == "randint":
+                return int(rng.integers(int(lo), int(hi) + 1))
+            if kind == "loguniform":
+                if lo <= 0:
+                    raise _err(sp, "loguniform needs low > 0")
+                return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            return float(rng.uniform(lo, hi))
+        return {k: _sample(x, rng, f"{path}.{k}") for k, x in v.items()}
+    if isinstance(v, list):
+        return [_sample(x, rng, f"{path}[{i}]") for i, x in enumerate(v)]
+    return v
+
+
+def _expand_apps(raw: Any, seed: int) -> list[tuple[str, dict]]:
+    """Generators: an app with ``count: N`` becomes N apps ``<name>-1..N``; sampled fields are drawn per copy
+    from a generator seeded by (scenario seed, app index), so the same seed gives the same fleet."""
+    out = []
     for ai, a in enumerate(_list(raw, "apps")):
         p = f"apps[{ai}]"
         a = _map(a, p)
+        count = 1
+        if "count" in a:
+            count = _int(a["count"], f"{p}.count", minimum=0)
+        rng = np.random.default_rng([seed, ai])
+        base = {k: v for k, v in a.items() if k != "count"}
+        for k in range(count):
+            one = _sample(base, rng, p)
+            if "count" in a and isinstance(one.get("name"), str):
+                one["name"] = f"{one['name']}-{k + 1}"
+            out.append((p, one))
+    return out
+
+
+def _parse_apps(raw: Any, namespaces: set[str], nodes: set[str], seed: int = 0) -> tuple[AppSpec, ...]:
+    apps = []
+    seen = set()
+    for p, a in _expand_apps(raw, seed):
         _known(
             a,
             {
                 "name", "namespace", "replicas", "requests", "limits", "startup_s", "labels",
-                "node_selector", "tolerations", "demand", "pdb", "pods", "image",
+                "node_selector", "tolerations", "demand", "pdb", "pods", "image", "annotations", "priority",
+                "topology_spread", "hpa", "antagonist", "sensitivity", "max_cpu_per_pod", "base_cpi",
+                "base_latency_ms", "character", "count",
             },
             p,
         )
@@ -535,9 +744,77 @@ def _parse_apps(raw: Any, namespaces: set[str], nodes: set[str]) -> tuple[AppSpe
                 pdbs=_parse_pdbs(a.get("pdb"), name, f"{p}.pdb"),
                 pods=tuple(overrides),
                 image=_str(a.get("image", f"registry.local/{name}:1"), f"{p}.image"),
+                annotations=_labels(a.get("annotations"), f"{p}.annotations"),
+                priority=_int(a.get("priority", 0), f"{p}.priority"),
+                topology_spread=_parse_spread(a.get("topology_spread"), f"{p}.topology_spread"),
+                hpa=_parse_hpa(a.get("hpa"), f"{p}.hpa", replicas),
+                antagonist=_parse_antagonist(a.get("antagonist"), f"{p}.antagonist"),
+                sensitivity=_num(a.get("sensitivity", 0.0 if a.get("antagonist") else 1.0), f"{p}.sensitivity",
+                                 minimum=0.0),
+                max_cpu_per_pod=(_qty(a["max_cpu_per_pod"], f"{p}.max_cpu_per_pod", positive=True)
+                                 if a.get("max_cpu_per_pod") is not None else None),
+                base_cpi=_num(a.get("base_cpi", 1.0), f"{p}.base_cpi", positive=True),
+                base_latency_ms=_num(a.get("base_latency_ms", 20.0), f"{p}.base_latency_ms", positive=True),
+                character=_choice(a.get("character", "cpu"), ("cpu", "memory"), f"{p}.character"),
             )
         )
     return tuple(apps)
+
+
+def _choice(v: Any, allowed: tuple[str, ...], path: str) -> str:
+    if v not in allowed:
+        raise _err(path, f"must be one of {', '.join(allowed)}, got {v!r}")
+    return v
+
+
+_ZONE_KEYS = {"zone": "topology.kubernetes.io/zone", "hostname": "kubernetes.io/hostname"}
+
+
+def _parse_spread(raw: Any, path: str) -> tuple[SpreadConstraint, ...]:
+    out = []
+    for i, item in enumerate(_list(raw, path)):
+        p = f"{path}[{i}]"
+        d = _map(item, p)
+        _known(d, {"max_skew", "maxSkew", "topology_key", "topologyKey", "when_unsatisfiable",
+                   "whenUnsatisfiable"}, p)
+        skew = _int(d.get("max_skew", d.get("maxSkew", 1)), f"{p}.max_skew", minimum=1)
+        key = d.get("topology_key", d.get("topologyKey", "topology.kubernetes.io/zone"))
+        key = _ZONE_KEYS.get(key, key)
+        _choice(key, tuple(_ZONE_KEYS.values()), f"{p}.topology_key")
+        when = _choice(d.get("when_unsatisfiable", d.get("whenUnsatisfiable", "DoNotSchedule")),
+                       ("DoNotSchedule", "ScheduleAnyway"), f"{p}.when_unsatisfiable")
+        out.append(SpreadConstraint(skew, key, when))
+    return tuple(out)
+
+
+def _parse_hpa(raw: Any, path: str, replicas: int) -> HpaSpec | None:
+    if raw is None or raw is False:
+        return None
+    d = _map(raw, path)
+    _known(d, {"min_replicas", "max_replicas", "target_cpu_utilization", "tolerance", "scale_down_stabilization_s",
+               "sync_period_s"}, path)
+    mn = _int(d.get("min_replicas", 1), f"{path}.min_replicas", minimum=1)
+    mx = _int(d.get("max_replicas", max(mn, replicas * 3)), f"{path}.max_replicas", minimum=1)
+    if mx < mn:
+        raise _err(f"{path}.max_replicas", f"must be >= min_replicas ({mn}), got {mx}")
+    tol = _num(d.get("tolerance", 0.1), f"{path}.tolerance", minimum=0.0)
+    if tol >= 1:
+        raise _err(f"{path}.tolerance", f"must be < 1, got {tol}")
+    return HpaSpec(mn, mx, _num(d.get("target_cpu_utilization", 70), f"{path}.target_cpu_utilization", positive=True),
+                   tol, _num(d.get("scale_down_stabilization_s", 300), f"{path}.scale_down_stabilization_s",
+                             minimum=0.0),
+                   _num(d.get("sync_period_s", 15), f"{path}.sync_period_s", positive=True))
+
+
+def _parse_antagonist(raw: Any, path: str) -> AntagonistSpec | None:
+    if raw is None or raw is False:
+        return None
+    d = {} if raw is True else _map(raw, path)
+    _known(d, {"intensity", "on_min", "off_min", "phase_min"}, path)
+    return AntagonistSpec(_num(d.get("intensity", 1.0), f"{path}.intensity", minimum=0.0),
+                          _num(d.get("on_min", 10.0), f"{path}.on_min", positive=True),
+                          _num(d.get("off_min", 0.0), f"{path}.off_min", minimum=0.0),
+                          _num(d.get("phase_min", 0.0), f"{path}.phase_min", minimum=0.0))
 
 
 def _parse_daemonsets(raw: Any, namespaces: set[str]) -> tuple[DaemonSetSpec, ...]:
@@ -586,7 +863,7 @@ def parse_scenario(doc: Any, *, source: str = "") -> Scenario:
         d,
         {
             "name", "seed", "start", "duration_h", "resolution_s", "speed", "zones", "node_groups",
-            "namespaces", "apps", "daemonsets", "system_overhead", "description",
+            "namespaces", "apps", "daemonsets", "system_overhead", "description", "cluster_autoscaler",
         },
         "",
     )
@@ -607,7 +884,7 @@ def parse_scenario(doc: Any, *, source: str = "") -> Scenario:
             ns_list.append(ns)
     nsset = set(ns_list)
     node_names = {n.name for g in groups for n in g.nodes}
-    apps = _parse_apps(d.get("apps"), nsset, node_names)
+    apps = _parse_apps(d.get("apps"), nsset, node_names, seed)
     overhead = _map(d.get("system_overhead"), "system_overhead")
     ocpu, omem = _parse_resources(overhead, "system_overhead", required=False)
     return Scenario(
@@ -625,7 +902,27 @@ def parse_scenario(doc: Any, *, source: str = "") -> Scenario:
         overhead_cpu=0.1 if ocpu is None else ocpu,
         overhead_memory=512 * 2**20 if omem is None else omem,
         source=source,
+        autoscaler=_parse_autoscaler(d.get("cluster_autoscaler")),
+        description=str(d.get("description") or ""),
     )
+
+
+def _parse_autoscaler(raw: Any) -> AutoscalerSpec:
+    p = "cluster_autoscaler"
+    d = _map(raw, p)
+    _known(d, {"enabled", "scan_interval_s", "scale_down_utilization_threshold", "scale_down_unneeded_s",
+               "scale_down_delay_after_add_s", "max_empty_bulk_delete"}, p)
+    enabled = d.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _err(f"{p}.enabled", f"expected true/false, got {enabled!r}")
+    thr = _num(d.get("scale_down_utilization_threshold", 0.5), f"{p}.scale_down_utilization_threshold", minimum=0.0)
+    if thr > 1:
+        raise _err(f"{p}.scale_down_utilization_threshold", f"must be <= 1, got {thr}")
+    return AutoscalerSpec(
+        enabled, _num(d.get("scan_interval_s", 10.0), f"{p}.scan_interval_s", positive=True), thr,
+        _num(d.get("scale_down_unneeded_s", 600.0), f"{p}.scale_down_unneeded_s", minimum=0.0),
+        _num(d.get("scale_down_delay_after_add_s", 600.0), f"{p}.scale_down_delay_after_add_s", minimum=0.0),
+        _int(d.get("max_empty_bulk_delete", 10), f"{p}.max_empty_bulk_delete", minimum=1))
 
 
 def _merge(base: Any, over: Any) -> Any:
@@ -666,14 +963,54 @@ def resolve_scenario_path(name_or_path: str | Path) -> Path:
     return candidate
 
 
+def _scale_nodes(doc: dict, total: Any) -> dict:
+    """``nodes: N`` override: scale the non-elastic ``nodes_per_zone`` groups so the initial fleet (all groups,
+    explicit nodes and elastic groups' initial nodes included) has about N nodes (whole nodes per zone)."""
+    total = _int(total, "nodes", minimum=1)
+    zones = len(_list(doc.get("zones"), "zones")) or 1
+    doc = copy.deepcopy(doc)
+    scalable, other = [], 0
+    for g in _list(doc.get("node_groups"), "node_groups"):
+        if not isinstance(g, dict):
+            continue
+        if "nodes_per_zone" in g and not g.get("elastic") and isinstance(g["nodes_per_zone"], int):
+            scalable.append(g)
+        elif isinstance(g.get("nodes"), list):
+            other += len(g["nodes"])
+        elif isinstance(g.get("nodes_per_zone"), int):
+            other += g["nodes_per_zone"] * zones
+    current = sum(g["nodes_per_zone"] for g in scalable)
+    if not scalable or current <= 0:
+        raise _err("nodes", "the nodes override needs non-elastic node groups with nodes_per_zone")
+    per_zone_target = max(len(scalable), round((total - other) / zones))
+    left = per_zone_target
+    for i, g in enumerate(scalable):
+        per = left if i == len(scalable) - 1 else max(1, round(per_zone_target * g["nodes_per_zone"] / current))
+        per = max(1, per)
+        left -= per
+        g["nodes_per_zone"] = per
+    return doc
+
+
 def load_scenario(
-    name_or_path: str | Path | dict, *, overrides: dict | None = None, seed: int | None = None
+    name_or_path: str | Path | dict, *, overrides: dict | None = None, seed: int | None = None,
+    nodes: int | None = None, hours: float | None = None,
 ) -> Scenario:
     """Load and validate a scenario by name (kubesim/scenarios/<name>.yaml), path, or raw dict.
 
     ``overrides`` is deep-merged into the document before validation (lists of named
     items such as apps and node_groups merge by ``name``); ``seed`` replaces the seed.
+    Three override keys are shorthands (also accepted as keyword arguments): ``seed``,
+    ``hours`` (sets ``duration_h``) and ``nodes`` (scales the fixed ``nodes_per_zone``
+    groups to about that many initial nodes).
     """
+    overrides = dict(overrides or {})
+    seed = overrides.pop("seed", seed) if seed is None else seed
+    nodes = overrides.pop("nodes", nodes) if nodes is None else nodes
+    hours = overrides.pop("hours", hours) if hours is None else hours
+    overrides.pop("seed", None)
+    overrides.pop("nodes", None)
+    overrides.pop("hours", None)
     if isinstance(name_or_path, dict):
         doc, source = copy.deepcopy(name_or_path), "<dict>"
     else:
@@ -687,4 +1024,8 @@ def load_scenario(
         doc = _merge(_map(doc, ""), overrides)
     if seed is not None:
         doc = {**_map(doc, ""), "seed": seed}
+    if hours is not None:
+        doc = {**_map(doc, ""), "duration_h": hours}
+    if nodes is not None:
+        doc = _scale_nodes(_map(doc, ""), nodes)
     return parse_scenario(doc, source=source)

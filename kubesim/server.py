@@ -41,6 +41,15 @@ Authenticator = Callable[[str], "str | None"]
 Authorizer = Callable[[str, str, str, "str | None"], bool]
 
 
+CUSTOM_METRICS = {"cpi": "cpi", "latency_ms": "latency_ms"}  # metric name -> Pod attribute
+
+
+def format_milli(v: float) -> str:
+    """A quantity as the custom metrics adapters write it: whole numbers plain, else milli-units."""
+    milli = round(float(v) * 1000.0)
+    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
+
+
 class ApiError(Exception):
     def __init__(self, code: int, reason: str, message: str, details: dict | None = None,
                  headers: dict | None = None):
@@ -102,6 +111,8 @@ RESOURCES = {
     "replicasets": Resource("replicasets", "ReplicaSet", "apps", "v1", True, ("get", "list", "watch"), ("rs",)),
     "poddisruptionbudgets": Resource("poddisruptionbudgets", "PodDisruptionBudget", "policy", "v1", True,
                                      ("get", "list", "watch"), ("pdb",)),
+    "horizontalpodautoscalers": Resource("horizontalpodautoscalers", "HorizontalPodAutoscaler", "autoscaling", "v2",
+                                         True, ("get", "list", "watch"), ("hpa",)),
 }
 
 
@@ -334,7 +345,10 @@ class KubeSim:
         r.add_get(f"{m}/pods", self._metrics_pods)
         r.add_get(f"{m}/namespaces/{{ns}}/pods", self._metrics_pods)
         r.add_get(f"{m}/namespaces/{{ns}}/pods/{{name}}", self._metrics_pods)
+        cm = "/apis/custom.metrics.k8s.io/v1beta2"
+        r.add_get(f"{cm}/namespaces/{{ns}}/pods/{{name}}/{{metric}}", self._custom_metrics)
         r.add_get("/kubesim/v1/status", self._ctl_status)
+        r.add_get("/kubesim/v1/truth", self._ctl_truth)
         r.add_post("/kubesim/v1/clock", self._ctl_clock)
         r.add_post("/kubesim/v1/compact", self._ctl_compact)
         r.add_get("/healthz", self._healthz)
@@ -387,13 +401,14 @@ class KubeSim:
                       "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
                                                       "serverAddress": f"{self.host}:{self.port}"}]})
 
-    _GROUPS = {"apps": "v1", "policy": "v1", "autoscaling": "v1", "metrics.k8s.io": "v1beta1"}
+    _GROUPS = {"apps": ("v1",), "policy": ("v1",), "autoscaling": ("v2", "v1"), "metrics.k8s.io": ("v1beta1",),
+               "custom.metrics.k8s.io": ("v1beta2",)}  # preferred version first
 
     async def _api_groups(self, request: web.Request) -> web.Response:
         groups = []
-        for g, v in self._GROUPS.items():
-            gv = {"groupVersion": f"{g}/{v}", "version": v}
-            groups.append({"name": g, "versions": [gv], "preferredVersion": gv})
+        for g, vs in self._GROUPS.items():
+            gvs = [{"groupVersion": f"{g}/{v}", "version": v} for v in vs]
+            groups.append({"name": g, "versions": gvs, "preferredVersion": gvs[0]})
         return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 
     def _resources_for(self, group_version: str) -> list[dict]:
@@ -414,6 +429,9 @@ class KubeSim:
                      "verbs": ["get", "list"]},
                     {"name": "pods", "singularName": "", "namespaced": True, "kind": "PodMetrics",
                      "verbs": ["get", "list"]}]
+        if group_version == "custom.metrics.k8s.io/v1beta2":
+            out += [{"name": f"pods/{m}", "singularName": "", "namespaced": True, "kind": "MetricValueList",
+                     "verbs": ["get"]} for m in CUSTOM_METRICS]
         return out
 
     def _resource_list(self, gv: str):
@@ -424,7 +442,7 @@ class KubeSim:
 
     async def _group_resources(self, request: web.Request) -> web.Response:
         group, version = request.match_info["group"], request.match_info["version"]
-        if self._GROUPS.get(group) != version:
+        if version not in self._GROUPS.get(group, ()):
             raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
         return await self._resource_list(f"{group}/{version}")(request)
 
@@ -434,13 +452,14 @@ class KubeSim:
         c = self.cluster
         return list({
             "namespaces": c.namespaces, "nodes": c.nodes, "pods": c.pods, "deployments": c.deployments,
-            "replicasets": c.replicasets, "poddisruptionbudgets": c.pdbs,
+            "replicasets": c.replicasets, "poddisruptionbudgets": c.pdbs, "horizontalpodautoscalers": c.hpas,
         }[res.name].values())
 
     def _lookup(self, res: Resource, ns: str | None, name: str):
         c = self.cluster
         table = {"namespaces": c.namespaces, "nodes": c.nodes, "pods": c.pods, "deployments": c.deployments,
-                 "replicasets": c.replicasets, "poddisruptionbudgets": c.pdbs}[res.name]
+                 "replicasets": c.replicasets, "poddisruptionbudgets": c.pdbs,
+                 "horizontalpodautoscalers": c.hpas}[res.name]
         obj = table.get((ns, name) if res.namespaced else name)
         if obj is None:
             raise res.not_found(name)
@@ -673,6 +692,44 @@ class KubeSim:
         return _json({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {},
                       "items": [i for i in items if match(i)]})
 
+    # ------------------------------------------------------------------ custom.metrics.k8s.io
+
+    async def _custom_metrics(self, request: web.Request) -> web.Response:
+        """Per-pod CPI and latency as a custom-metrics adapter (prometheus-adapter) serves them:
+        ``GET /apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/pods/{name|*}/{metric}`` with an optional
+        ``labelSelector`` (or ``metricLabelSelector``, ignored).  As in the adapter, the namespace is a literal
+        (``*`` is not a wildcard for namespaces: it names no pods, so the answer is 404) and a metric with no
+        series is a 404 NotFound."""
+        c = self.cluster
+        ns, name, metric = request.match_info["ns"], request.match_info["name"], request.match_info["metric"]
+        attr = CUSTOM_METRICS.get(metric)
+        not_found = ApiError(404, "NotFound", f"the server could not find the metric {metric} for pods",
+                             {"group": "custom.metrics.k8s.io", "kind": "pods"})
+        if attr is None:
+            raise not_found
+        try:
+            lsel = make_filter(ns, request.query.get("labelSelector"), None)
+        except SelectorError as e:
+            raise ApiError(400, "BadRequest", str(e)) from None
+        if name == "*":
+            pods = [p for p in c.pods.values() if p.namespace == ns]
+        else:
+            pod = c.pods.get((ns, name))
+            pods = [pod] if pod is not None else []
+        pods = [p for p in pods if p.node_name and p.phase == "Running" and not p.daemon
+                and lsel({"metadata": {"namespace": p.namespace, "labels": p.labels}})]
+        if not pods:
+            raise not_found
+        stamp = render.ts(c.t)
+        window = round(c.scenario.resolution_s)
+        items = [{"describedObject": {"kind": "Pod", "namespace": p.namespace, "name": p.name, "apiVersion": "/v1"},
+                  "metric": {"name": metric, "selector": None},
+                  "timestamp": stamp, "windowSeconds": window,
+                  "value": format_milli(getattr(p, attr))}
+                 for p in sorted(pods, key=lambda p: p.name)]
+        return _json({"kind": "MetricValueList", "apiVersion": "custom.metrics.k8s.io/v1beta2",
+                      "metadata": {}, "items": items})
+
     # ------------------------------------------------------------------ watch
 
     async def _watch(self, request: web.Request, res: Resource, match) -> web.StreamResponse:
@@ -749,6 +806,10 @@ class KubeSim:
 
     async def _ctl_status(self, request: web.Request) -> web.Response:
         return _json(self.status())
+
+    async def _ctl_truth(self, request: web.Request) -> web.Response:
+        """Interference ground truth (control API only; never served through the Kubernetes API)."""
+        return _json(self.cluster.truth)
 
     async def _ctl_clock(self, request: web.Request) -> web.Response:
         body = await self._body(request) or {}
