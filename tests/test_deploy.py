@@ -32,7 +32,9 @@ RBAC: dict[str, set[tuple[str, str, str]]] = {
         *{("metrics.k8s.io", r, v) for r in ("pods", "nodes") for v in ("get", "list")},
     },
     "kubetide-actuator": {
-        ("", "pods", "get"), ("", "pods", "patch"), ("", "pods/eviction", "create"), ("", "nodes", "patch"),
+        ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "patch"), ("", "pods/eviction", "create"),
+        ("", "nodes", "list"), ("", "nodes", "patch"), ("", "namespaces", "get"),
+        ("policy", "poddisruptionbudgets", "list"), ("apps", "deployments", "get"), ("apps", "deployments", "patch"),
         ("apps", "deployments/scale", "get"), ("apps", "deployments/scale", "patch"),
         ("apps", "deployments/scale", "update"),
     },

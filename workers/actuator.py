@@ -1,7 +1,8 @@
 """kubetide actuator: apply decisions to the cluster safely, write every outcome to ``actions``.
 
-Flow for each message of a decisions topic (consumer group ``kubetide-actuator``; today
-``decisions.deschedule``; a topic is added by registering a :class:`Handler` in ``HANDLERS``):
+Flow for each message of a decisions topic (consumer group ``kubetide-actuator``;
+``decisions.deschedule`` and ``decisions.autoscale``; a topic is added by registering a
+:class:`Handler` in ``HANDLERS``):
 
 1. **decode** with :mod:`kubetide.codec`; unreadable input, a foreign schema or an unknown
    schema version goes to ``deadletter`` (key = origin topic) with the reason, and the
@@ -11,25 +12,69 @@ Flow for each message of a decisions topic (consumer group ``kubetide-actuator``
    reading ``actions`` from the beginning to its high-water mark (from fetch responses, not
    ListOffsets, which the embedded broker gets wrong), and it keeps following ``actions``
    afterwards, so ids applied by other actuator replicas are known too. Messages with the
-   same id are handled one at a time; a decision waiting for a PDB retry answers a
-   re-delivery with ``duplicate`` (reason ``retry-pending``).
-3. **safety checks** (deschedule): protected namespace → ``skipped: protected-namespace``
-   (never touched: no request about the pod is made); the pod is read at the last moment
-   (GET): its ``Date`` header gives the cluster's *now*: ``expires_at`` < now → ``expired``;
-   404 or terminating → ``skipped: gone``; other uid or node than the decision says →
-   ``skipped: changed``; annotation ``kubetide.io/evict: "never"`` → ``skipped: opt-out``;
-   DaemonSet / mirror pods → ``skipped: daemonset`` / ``skipped: mirror`` (the pod would come
-   back on the same node).
-4. ``--dry-run`` → ``dry-run`` (logged, no write to the API).
-5. a token from the **global rate limit** (token bucket, ``evictions_per_minute``, burst
-   ``rate_burst``); if waiting for it took a while, the checks of step 3 are run again.
-6. **eviction** through the Eviction API (``create_namespaced_pod_eviction`` with a policy/v1
+   same id are handled one at a time; a decision waiting for a retry (PDB or rate limit)
+   answers a re-delivery with ``duplicate`` (reason ``retry-pending``). Scale decisions also
+   leave a marker on the object (below).
+
+Eviction (``decisions.deschedule``, :class:`EvictHandler`), in this order:
+
+3. protected namespace → ``skipped: protected-namespace`` (no request about the pod is made);
+   **opt-in mode** (``opt_in: true``): a namespace not labelled ``kubetide.io/enabled: "true"``
+   (``opt_in_label``; read with GET, cached ``namespace_cache_s``) and not listed in
+   ``opt_in_namespaces`` → ``skipped: not-opted-in`` (the pod is not read).
+4. **last-moment checks**: the pod is read (GET); its ``Date`` header gives the cluster's *now*:
+   ``expires_at`` < now → ``expired``; 404 or terminating → ``skipped: gone``; other uid or
+   node than the decision says → ``skipped: changed``; annotation ``kubetide.io/evict: "never"``
+   → ``skipped: opt-out``; DaemonSet / mirror pods → ``skipped: daemonset`` / ``skipped: mirror``.
+5. **zone guard** (``zone_guard``): the pod's ``topologySpreadConstraints`` on the zone label
+   (smallest ``maxSkew``, its ``labelSelector``), or, when it declares none, ``zone_max_skew``
+   (> 0) over the pods of the same controller. The workload's running pods are counted per zone
+   (pod list of the namespace, node → zone from the node list, eligible zones = all zones with
+   nodes); if removing this pod would leave the skew above maxSkew *and* higher than now →
+   ``skipped: zone-guard`` (an eviction that keeps or lowers the skew passes).
+   **PDBs**: the namespace's PDBs are listed and matched to the pod's labels (``pdb_precheck``);
+   their ``disruptionsAllowed`` feed the ledger (step 8).
+6. **kill switch / dry run**: ``--dry-run`` / ``dry_run`` at start → ``dry-run`` (reason
+   ``dry-run``); the config file's ``actuator.dry_run`` or ``actuator.paused`` *now* true →
+   ``dry-run`` (reason ``kill-switch``); ``dry_run: true`` in the file at start and then set to
+   false lifts the dry run (only ``--dry-run`` on the command line cannot be lifted). The file
+   (``--config`` or ``$KUBETIDE_CONFIG``; in the cluster the ConfigMap mounted at /etc/kubetide)
+   is re-read at most every ``kill_switch_interval_s`` seconds while running, so editing the
+   ConfigMap stops (or resumes) all writes without a restart; an unreadable file keeps the last
+   state. Nothing is written to the API in either case (like ``dry-run``, the decision counts as
+   answered).
+7. **rate limits**: keyed token buckets per node, per namespace and per workload (all or
+   nothing; :mod:`workers.ratelimit`): one empty → ``skipped: rate-limit`` with ``retry_after_s``
+   (when a token will be there) and the decision is tried again after that delay (up to
+   ``rate_limit_max_attempts`` attempts, never past its expiry). Then a token from the **global**
+   bucket (``evictions_per_minute``, burst ``rate_burst``), which waits instead; if waiting took
+   a while, steps 3-6 are run again.
+8. **disruption ledger** (:mod:`workers.ledger`, shared by every strategy and by scale-ins): a
+   reservation against the workload's and the zone's budgets (``budget_per_workload`` /
+   ``budget_per_zone`` disruptions in a sliding window of ``budget_window_s`` cluster seconds)
+   and against each matching PDB (its ``disruptionsAllowed`` minus kubetide's own evictions still
+   in flight against it; a PDB already at 0 is left to the Eviction API) → else ``skipped: budget``
+   (not retried: the planner decides again on fresh state). Committed when the eviction succeeds,
+   released otherwise.
+9. **eviction** through the Eviction API (``create_namespaced_pod_eviction`` with a policy/v1
    Eviction; a pod is never deleted directly): 2xx → ``applied: evicted``; 429 →
    ``skipped: pdb`` with ``retry_after_s`` from the Retry-After header, and the decision is
    tried again after that delay (up to ``pdb_max_attempts`` attempts in all, never past its
    expiry; the wait holds no in-flight slot, so it blocks nothing); 404 → ``skipped: gone``;
-   5xx, 409, timeouts, connection errors → retried with jittered backoff up to
-   ``error_max_attempts`` attempts, then ``failed``; other 4xx (403, 422, ...) → ``failed`` at once.
+   403 → ``failed: forbidden``; 5xx, 409, timeouts, connection errors → retried with jittered
+   backoff up to ``error_max_attempts`` attempts, then ``failed: api-error``; other 4xx (422,
+   ...) → ``failed`` at once. A 403 on any read of the checks is ``failed: forbidden`` too.
+
+Scaling (``decisions.autoscale``, :class:`ScaleHandler`): protected namespace / opt-in as above;
+only ``kind: Deployment`` (else ``failed: unsupported``); GET the Deployment: 404 →
+``skipped: gone``, expired → ``expired``, annotation ``kubetide.io/last-decision``
+(``last_decision_annotation``) equal to the decision id → ``duplicate`` (reason ``marker``: the
+change was made but its outcome never reached ``actions``); GET its Scale: replicas already
+equal ``desired_replicas`` → ``skipped: no-change``; kill switch → ``dry-run``; a scale-in
+reserves ``current - desired`` disruptions of the workload in the ledger (``skipped: budget``);
+PUT the Scale with its resourceVersion (a 409 conflict reads again and retries, up to
+``error_max_attempts``) → ``applied: scaled``; then the marker annotation is merge-patched onto
+the Deployment (a failure there is logged and noted in the message, the scale stands).
 
 Every outcome is an :class:`~kubetide.models.Action` on ``actions`` (key = decision id) with
 the HTTP status and message. The consumer offset of a message is committed only after its
@@ -53,8 +98,12 @@ Command line (``kubetide actuator`` or ``python -m workers.actuator``)::
     --log-level LEVEL           default $KUBETIDE_LOG_LEVEL or INFO
 
 Settings (``actuator:`` section; defaults in brackets)
-- ``dry_run`` [false]: record ``dry-run`` outcomes instead of evicting.
-- ``topics`` [decisions.deschedule]: decision topics to consume (each needs a handler).
+- ``dry_run`` [false]: record ``dry-run`` outcomes instead of evicting. Re-read from the config
+  file at run time as part of the kill switch (``--dry-run`` at start cannot be undone that way).
+- ``paused`` [false]: kill switch; like ``dry_run``, read at start *and* re-read at run time.
+- ``kill_switch_interval_s`` [5.0]: how often the config file is re-read for ``dry_run``/``paused``.
+- ``topics`` [decisions.deschedule, decisions.autoscale]: decision topics to consume (each needs
+  a handler).
 - ``group_id`` ["kubetide-actuator"]: consumer group.
 - ``auto_offset_reset`` ["earliest"]: where a new group starts (earliest: no decision is
   missed; old ones are answered ``expired`` / ``duplicate``).
@@ -71,6 +120,38 @@ Settings (``actuator:`` section; defaults in brackets)
 - ``rate_recheck_after_s`` [1.0]: re-read the pod if the rate limit made us wait longer than this.
 - ``restore_timeout_s`` [60.0]: time allowed to read ``actions`` at start.
 - ``commit_interval_s`` [1.0]: how often processed offsets are committed.
+- ``node_evictions_per_minute`` [10.0] / ``node_rate_burst`` [3]: keyed bucket per node
+  (the pod's node); a rate <= 0 disables the bucket.
+- ``namespace_evictions_per_minute`` [20.0] / ``namespace_rate_burst`` [5]: per namespace.
+- ``workload_evictions_per_minute`` [6.0] / ``workload_rate_burst`` [2]: per workload
+  (decision's ``workload``: namespace/name).
+- ``rate_limit_max_attempts`` [5]: attempts of a decision refused by a keyed bucket, first included.
+- ``opt_in`` [false]: only namespaces labelled ``opt_in_label=true`` are touched.
+- ``opt_in_label`` ["kubetide.io/enabled"]; ``opt_in_namespaces`` [[]]: namespaces opted in by
+  configuration (no label needed); ``namespace_cache_s`` [30.0]: cache of namespace labels.
+- ``budget_window_s`` [600.0]: sliding window of the ledger (cluster seconds).
+- ``budget_per_workload`` [3] / ``budget_per_zone`` [10]: disruptions allowed per workload / per
+  zone in the window (evictions and scale-ins of every strategy together); <= 0 disables.
+- ``pdb_precheck`` [true]: list the namespace's PDBs and feed their ``disruptionsAllowed`` to the
+  ledger.
+- ``zone_guard`` [true]: refuse evictions that raise a workload's zone skew above maxSkew.
+- ``zone_max_skew`` [0]: maxSkew for pods without a zone topologySpreadConstraint (0: guard
+  only pods that declare one).
+- ``zone_label`` ["topology.kubernetes.io/zone"]; ``node_cache_s`` [30.0]: cache of node zones.
+- ``last_decision_annotation`` ["kubetide.io/last-decision"]: idempotency marker on Deployments.
+
+Outcome codes (``outcome: reason``): ``applied: evicted``, ``applied: scaled``, ``dry-run: dry-run``,
+``dry-run: kill-switch``, ``duplicate: already-applied``, ``duplicate: retry-pending``,
+``duplicate: marker``, ``expired: expired``, ``skipped: protected-namespace``,
+``skipped: not-opted-in``, ``skipped: gone``, ``skipped: changed``, ``skipped: opt-out``,
+``skipped: mirror``, ``skipped: daemonset``, ``skipped: zone-guard``, ``skipped: rate-limit``,
+``skipped: budget``, ``skipped: pdb``, ``skipped: no-change``, ``failed: forbidden``,
+``failed: api-error``, ``failed: unsupported``.
+
+RBAC: :data:`RBAC_RULES` lists every API call the actuator makes (pods get/list, pods/eviction
+create, nodes list, namespaces get, poddisruptionbudgets list, deployments get/patch,
+deployments/scale get/update); ``tests/test_rbac.py`` runs the actuator against kubesim
+authorizing with the ClusterRole of ``deploy/actuator.yaml``.
 """
 
 from __future__ import annotations
@@ -80,6 +161,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -96,7 +178,7 @@ from kubetide import metrics
 from kubetide import models as m
 from kubetide.codec import DecodeError, dead_letter_for, decode, encode
 from kubetide.config import DEFAULT_PROTECTED_NAMESPACES
-from kubetide.topics import ACTIONS, DEADLETTER, DECISIONS_DESCHEDULE
+from kubetide.topics import ACTIONS, DEADLETTER, DECISIONS_AUTOSCALE, DECISIONS_DESCHEDULE
 from workers.common import (
     add_common_arguments,
     bootstrap_from,
@@ -108,17 +190,32 @@ from workers.common import (
     setup_logging_once,
     worker_id,
 )
-from workers.kube import ClusterClock, backoff_delays, describe, is_retryable, new_api_client
+from workers.kube import ApiStatusError, ClusterClock, backoff_delays, describe, is_retryable, new_api_client
+from workers.ledger import DisruptionLedger, Reservation, selector_matches, skew_after_eviction, zone_constraint
+from workers.ratelimit import KeyedLimiter, Limit, TokenBucket
 
 log = logging.getLogger("kubetide.actuator")
 
 APPLIED_OUTCOMES = ("applied", "dry-run")
 
+# What the actuator calls in the Kubernetes API, as RBAC rules (apiGroup, resource[/subresource], verbs).
+# deploy/actuator.yaml must grant at least these (tests/test_rbac.py checks it).
+RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("", "pods", ("get", "list")),               # last-moment read; zone guard counts the workload's pods
+    ("", "pods/eviction", ("create",)),          # the Eviction API (never a direct delete)
+    ("", "nodes", ("list",)),                    # node -> zone (zone guard, per-zone budget)
+    ("", "namespaces", ("get",)),                # opt-in label
+    ("policy", "poddisruptionbudgets", ("list",)),  # ledger pre-check of disruptionsAllowed
+    ("apps", "deployments", ("get", "patch")),   # idempotency marker kubetide.io/last-decision
+    ("apps", "deployments/scale", ("get", "update")),  # scale decisions (PUT with resourceVersion)
+)
+
 
 @dataclass(frozen=True)
 class ActuatorSettings:
     dry_run: bool = False
-    topics: tuple[str, ...] = (DECISIONS_DESCHEDULE,)
+    paused: bool = False
+    topics: tuple[str, ...] = (DECISIONS_DESCHEDULE, DECISIONS_AUTOSCALE)
     group_id: str = "kubetide-actuator"
     auto_offset_reset: str = "earliest"
     protected_namespaces: tuple[str, ...] = DEFAULT_PROTECTED_NAMESPACES
@@ -136,6 +233,32 @@ class ActuatorSettings:
     rate_recheck_after_s: float = 1.0
     restore_timeout_s: float = 60.0
     commit_interval_s: float = 1.0
+    # keyed rate limits (refuse with skipped: rate-limit, retried later); rate <= 0 disables one
+    node_evictions_per_minute: float = 10.0
+    node_rate_burst: int = 3
+    namespace_evictions_per_minute: float = 20.0
+    namespace_rate_burst: int = 5
+    workload_evictions_per_minute: float = 6.0
+    workload_rate_burst: int = 2
+    rate_limit_max_attempts: int = 5
+    # kill switch: the config file's actuator.dry_run / actuator.paused, re-read at run time
+    kill_switch_interval_s: float = 5.0
+    # opt-in mode
+    opt_in: bool = False
+    opt_in_label: str = "kubetide.io/enabled"
+    opt_in_namespaces: tuple[str, ...] = ()
+    namespace_cache_s: float = 30.0
+    # disruption ledger and zone guard
+    budget_window_s: float = 600.0
+    budget_per_workload: int = 3
+    budget_per_zone: int = 10
+    pdb_precheck: bool = True
+    zone_guard: bool = True
+    zone_max_skew: int = 0
+    zone_label: str = "topology.kubernetes.io/zone"
+    node_cache_s: float = 30.0
+    # scale decisions
+    last_decision_annotation: str = "kubetide.io/last-decision"
 
     def validate(self) -> None:
         unknown = [t for t in self.topics if t not in HANDLERS]
@@ -148,15 +271,20 @@ class ActuatorSettings:
             raise ValueError("auto_offset_reset: must be earliest or latest")
         if self.evictions_per_minute <= 0:
             raise ValueError("evictions_per_minute: must be > 0")
-        for name in ("rate_burst", "max_in_flight", "pdb_max_attempts", "error_max_attempts"):
+        for name in ("rate_burst", "max_in_flight", "pdb_max_attempts", "error_max_attempts", "node_rate_burst",
+                     "namespace_rate_burst", "workload_rate_burst", "rate_limit_max_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1")
         for name in ("default_retry_after_s", "max_retry_after_s", "backoff_initial_s", "backoff_max_s",
                      "request_timeout_s", "restore_timeout_s", "commit_interval_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0")
-        if self.rate_recheck_after_s < 0:
-            raise ValueError("rate_recheck_after_s: must be >= 0")
+        for name in ("rate_recheck_after_s", "kill_switch_interval_s", "namespace_cache_s", "node_cache_s",
+                     "zone_max_skew"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0")
+        if self.budget_window_s <= 0:
+            raise ValueError("budget_window_s: must be > 0")
 
 
 @dataclass(frozen=True)
@@ -171,31 +299,21 @@ class Result:
     ts: float | None = None
 
 
-class TokenBucket:
-    """Global rate limit: ``rate_per_min`` tokens a minute, at most ``burst`` saved up (real time)."""
+@dataclass(frozen=True)
+class Guard:
+    """What the safety checks learned about a pod: its zone and the PDBs covering it (name -> allowed)."""
 
-    def __init__(self, rate_per_min: float, burst: int) -> None:
-        self.rate = rate_per_min / 60.0
-        self.capacity = float(burst)
-        self.tokens = float(burst)
-        self.last = time.monotonic()
-        self._lock = asyncio.Lock()
+    zone: str | None
+    pdbs: dict[str, int]
 
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
-        self.last = now
 
-    async def acquire(self) -> float:
-        """Take one token, waiting for it; returns the seconds waited."""
-        t0 = time.monotonic()
-        async with self._lock:  # FIFO: first come, first served
-            while True:
-                self._refill()
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return time.monotonic() - t0
-                await asyncio.sleep((1 - self.tokens) / self.rate)
+def api_failure(exc: BaseException, what: str, ts: float | None) -> Result:
+    """``failed: forbidden`` for a 403 (RBAC), else ``failed: api-error``."""
+    status = getattr(exc, "status", None)
+    body = getattr(exc, "body", None)
+    detail = _status_message(exc) if isinstance(exc, ApiException) and body else describe(exc)
+    return Result("failed", "forbidden" if status == 403 else "api-error", f"{what}: {detail}",
+                  http_status=status, ts=ts)
 
 
 # ------------------------------------------------------------------ handlers
@@ -286,20 +404,38 @@ class EvictHandler(Handler):
         if ns in self.settings.protected_namespaces:
             return Result("skipped", "protected-namespace", f"namespace {ns} is protected; pod {ns}/{name} "
                           "not touched", ts=await self.act.cluster_time())
-        have_token = False
+        have_token = have_keyed = False
+        guard: Guard | None = None
         while True:
             try:
+                refused = await self.act.check_opted_in(ns)
+                if refused is not None:
+                    return refused
                 pod, now = await self._read_pod(d)
+                verdict = self._check(d, pod, now)
+                if verdict is not None:
+                    return verdict
+                assert pod is not None
+                guard_or_result = await self._guards(d, pod, now)
             except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
-                return Result("failed", "api-error", f"cannot read pod {ns}/{name}: {describe(exc)}",
-                              http_status=getattr(exc, "status", None), ts=self.act.clock.latest)
-            verdict = self._check(d, pod, now)
-            if verdict is not None:
-                return verdict
-            if self.settings.dry_run:
-                log.info("dry-run: would evict %s/%s from %s (decision %s, %s: %s)", ns, name, d.from_node, d.id,
+                return api_failure(exc, f"cannot check pod {ns}/{name}", self.act.clock.latest)
+            if isinstance(guard_or_result, Result):
+                return guard_or_result
+            guard = guard_or_result
+            kill = await self.act.kill_switch()
+            if kill is not None:
+                log.info("%s: would evict %s/%s from %s (decision %s, %s: %s)", kill, ns, name, d.from_node, d.id,
                          d.strategy, d.reason)
-                return Result("dry-run", "dry-run", f"would evict {ns}/{name} from {d.from_node}", ts=now)
+                return Result("dry-run", kill, f"would evict {ns}/{name} from {d.from_node}", ts=now)
+            if not have_keyed:
+                refusal = self.act.limiter.try_acquire([
+                    ("node", (pod.get("spec") or {}).get("nodeName")), ("namespace", ns),
+                    ("workload", f"{d.workload.namespace}/{d.workload.name}")])
+                if refusal is not None:
+                    retry = min(max(refusal.retry_after_s, 0.1), self.settings.max_retry_after_s)
+                    return Result("skipped", "rate-limit", f"rate limit of {refusal.key} reached; pod {ns}/{name} "
+                                  "not evicted now", retry_after_s=round(retry, 2), ts=now)
+                have_keyed = True
             if have_token:
                 break
             waited = await self.act.bucket.acquire()
@@ -307,7 +443,53 @@ class EvictHandler(Handler):
             if waited <= self.settings.rate_recheck_after_s:
                 break
             log.debug("waited %.1fs for the rate limit; checking %s/%s again", waited, ns, name)
-        return await self._evict(d, attempt)
+        reservation = self.act.ledger.reserve(d.id, f"{d.workload.namespace}/{d.workload.name}", guard.zone, now,
+                                              pdbs=guard.pdbs, source=d.strategy)
+        if isinstance(reservation, str):
+            return Result("skipped", "budget", reservation, ts=now)
+        result = await self._evict(d, attempt)
+        self.act.settle(reservation, result)
+        return result
+
+    async def _guards(self, d: m.DescheduleDecision, pod: dict, now: float) -> Guard | Result:
+        """Zone guard and the PDBs covering the pod (for the ledger); a Result when refused."""
+        ns, name = d.pod.namespace, d.pod.name
+        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        labels = meta.get("labels") or {}
+        node = spec.get("nodeName")
+        zones = await self.act.node_zones() if (self.settings.zone_guard or self.settings.budget_per_zone > 0) \
+            else {}
+        zone = zones.get(node) if node else None
+        pdbs: dict[str, int] = {}
+        if self.settings.pdb_precheck:
+            for b in await self.act.list_json(client.PolicyV1Api(self.act.api).list_namespaced_pod_disruption_budget,
+                                              ns):
+                if selector_matches((b.get("spec") or {}).get("selector"), labels):
+                    allowed = int((b.get("status") or {}).get("disruptionsAllowed") or 0)
+                    pdbs[f"{ns}/{(b.get('metadata') or {}).get('name')}"] = allowed
+        if self.settings.zone_guard and zone:
+            max_skew, selector = zone_constraint(spec, self.settings.zone_label) or (None, None)
+            owner = next((o.get("uid") for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
+            if max_skew is None and self.settings.zone_max_skew > 0:
+                max_skew = self.settings.zone_max_skew
+            if max_skew is not None:
+                counts: Counter[str] = Counter()
+                for p in await self.act.list_json(client.CoreV1Api(self.act.api).list_namespaced_pod, ns):
+                    pm, ps = p.get("metadata") or {}, p.get("spec") or {}
+                    if pm.get("deletionTimestamp") or not ps.get("nodeName") or ps["nodeName"] not in zones:
+                        continue
+                    if selector is not None:
+                        same = selector_matches(selector, pm.get("labels") or {})
+                    else:
+                        same = owner is not None and any(o.get("uid") == owner for o in pm.get("ownerReferences") or [])
+                    if same:
+                        counts[zones[ps["nodeName"]]] += 1
+                before, after = skew_after_eviction(counts, set(zones.values()), zone)
+                if after > max_skew and after > before:
+                    return Result("skipped", "zone-guard", f"evicting {ns}/{name} from {zone} would raise the zone "
+                                  f"skew of its workload from {before} to {after} (maxSkew {max_skew}; pods per zone "
+                                  f"{dict(sorted(counts.items()))})", ts=now)
+        return Guard(zone=zone, pdbs=pdbs)
 
     async def _evict(self, d: m.DescheduleDecision, attempt: int) -> Result:
         ns, name = d.pod.namespace, d.pod.name
@@ -333,6 +515,8 @@ class EvictHandler(Handler):
                                   retry_after_s=retry, ts=now)
                 if exc.status == 404:
                     return Result("skipped", "gone", msg or f"pod {ns}/{name} not found", http_status=404, ts=now)
+                if exc.status == 403:
+                    return Result("failed", "forbidden", msg or "forbidden", http_status=403, ts=now)
                 error: BaseException = exc
                 last = Result("failed", "api-error", msg or describe(exc), http_status=exc.status, ts=now)
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -347,6 +531,102 @@ class EvictHandler(Handler):
             log.warning("evicting %s/%s failed (%s); retry %d in %.1fs", ns, name, last.message, i, delay)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+
+class ScaleHandler(Handler):
+    """``decisions.autoscale``: set a Deployment's replicas through its ``scale`` subresource.
+
+    Read the Deployment (marker annotation) and its Scale; equal replicas → ``skipped: no-change``;
+    a scale-in draws ``current - desired`` disruptions from the ledger (``skipped: budget``); the
+    write is a PUT of the Scale with its resourceVersion (optimistic concurrency): a 409 conflict
+    reads again and retries (``error_max_attempts``). After the write the Deployment is annotated
+    ``kubetide.io/last-decision: <decision id>``, so a decision whose outcome was lost is
+    recognised on the object (``duplicate``, reason ``marker``) even without ``actions``.
+    """
+
+    topic = DECISIONS_AUTOSCALE
+    action = "scale"
+
+    def target(self, decision: m.AutoscaleDecision) -> m.WorkloadRef:
+        return decision.workload
+
+    async def apply(self, d: m.AutoscaleDecision, attempt: int) -> Result:
+        w = d.workload
+        ref = f"{w.namespace}/{w.name}"
+        if w.namespace in self.settings.protected_namespaces:
+            return Result("skipped", "protected-namespace", f"namespace {w.namespace} is protected; {ref} not "
+                          "touched", ts=await self.act.cluster_time())
+        if w.kind != "Deployment":
+            return Result("failed", "unsupported", f"cannot scale a {w.kind} ({ref}): only Deployments",
+                          ts=await self.act.cluster_time())
+        apps = client.AppsV1Api(self.act.api)
+        last: Result | None = None
+        for i in range(1, self.settings.error_max_attempts + 1):
+            try:
+                refused = await self.act.check_opted_in(w.namespace)
+                if refused is not None:
+                    return refused
+                dep = await self.act.get_json(apps.read_namespaced_deployment, w.name, w.namespace)
+                now = self.act.require_now(self.act.clock.latest)
+                if d.expires_at < now:
+                    return Result("expired", "expired", f"decision expired at {d.expires_at:.0f}, cluster time "
+                                  f"{now:.0f}", ts=now)
+                if dep is None:
+                    return Result("skipped", "gone", f"deployment {ref} does not exist", http_status=404, ts=now)
+                marker = ((dep.get("metadata") or {}).get("annotations") or {}).get(
+                    self.settings.last_decision_annotation)
+                if marker == d.id:
+                    return Result("duplicate", "marker", f"{ref} already carries "
+                                  f"{self.settings.last_decision_annotation}={d.id}", ts=now)
+                scale = await self.act.get_json(apps.read_namespaced_deployment_scale, w.name, w.namespace)
+                if scale is None:
+                    return Result("skipped", "gone", f"deployment {ref} does not exist", http_status=404, ts=now)
+                current = int((scale.get("spec") or {}).get("replicas") or 0)
+                if current == d.desired_replicas:
+                    return Result("skipped", "no-change", f"{ref} already has {current} replicas", ts=now)
+                kill = await self.act.kill_switch()
+                if kill is not None:
+                    return Result("dry-run", kill, f"would scale {ref} from {current} to {d.desired_replicas}", ts=now)
+                reservation: Reservation | None = None
+                if d.desired_replicas < current:
+                    got = self.act.ledger.reserve(d.id, ref, None, now, n=current - d.desired_replicas,
+                                                  source=f"{d.strategy}:scale-in")
+                    if isinstance(got, str):
+                        return Result("skipped", "budget", got, ts=now)
+                    reservation = got
+                body = {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                        "metadata": {"name": w.name, "namespace": w.namespace,
+                                     "resourceVersion": (scale.get("metadata") or {}).get("resourceVersion")},
+                        "spec": {"replicas": d.desired_replicas}}
+                try:
+                    await self.act.get_json(apps.replace_namespaced_deployment_scale, w.name, w.namespace, body,
+                                            retry=False)
+                except BaseException:
+                    if reservation is not None:
+                        self.act.ledger.release(reservation)
+                    raise
+                now = self.act.require_now(self.act.clock.latest)
+                if reservation is not None:
+                    self.act.ledger.commit(reservation, now)
+                note = ""
+                try:
+                    await self.act.get_json(
+                        apps.patch_namespaced_deployment, w.name, w.namespace,
+                        {"metadata": {"annotations": {self.settings.last_decision_annotation: d.id}}},
+                        _content_type="application/merge-patch+json")
+                except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+                    note = f" (marker annotation not written: {describe(exc)})"
+                    log.warning("scaled %s but could not annotate it: %s", ref, describe(exc))
+                return Result("applied", "scaled", f"scaled {ref} from {current} to {d.desired_replicas}{note}",
+                              http_status=200, ts=now)
+            except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+                if getattr(exc, "status", None) == 409 and i < self.settings.error_max_attempts:
+                    log.info("scaling %s: conflict (attempt %d); reading it again", ref, i)
+                    last = api_failure(exc, f"cannot scale {ref}", self.act.clock.latest)
+                    continue
+                return api_failure(exc, f"cannot scale {ref}", self.act.clock.latest)
+        assert last is not None
+        return last
 
 
 def _status_message(exc: ApiException) -> str:
@@ -378,7 +658,8 @@ def _retry_after(exc: ApiException, default: float) -> float:
     return default
 
 
-HANDLERS: dict[str, Callable[[Actuator], Handler]] = {DECISIONS_DESCHEDULE: EvictHandler}
+HANDLERS: dict[str, Callable[[Actuator], Handler]] = {DECISIONS_DESCHEDULE: EvictHandler,
+                                                      DECISIONS_AUTOSCALE: ScaleHandler}
 
 
 # ------------------------------------------------------------------ offsets
@@ -421,7 +702,8 @@ class Actuator:
     """Consumes decision topics, applies them, writes ``actions``. The caller owns api and producer."""
 
     def __init__(self, api: client.ApiClient, producer: Any, bootstrap: str,
-                 settings: ActuatorSettings | None = None, *, embedded: bool = False, name: str = "") -> None:
+                 settings: ActuatorSettings | None = None, *, embedded: bool = False, name: str = "",
+                 config_path: str | None = None, dry_run_locked: bool | None = None) -> None:
         self.api = api
         self.producer = producer
         self.bootstrap = bootstrap
@@ -430,6 +712,20 @@ class Actuator:
         self.name = name or worker_id("actuator")
         self.clock = ClusterClock()
         self.bucket = TokenBucket(self.settings.evictions_per_minute, self.settings.rate_burst)
+        st = self.settings
+        self.limiter = KeyedLimiter({"node": Limit(st.node_evictions_per_minute, st.node_rate_burst),
+                                     "namespace": Limit(st.namespace_evictions_per_minute, st.namespace_rate_burst),
+                                     "workload": Limit(st.workload_evictions_per_minute, st.workload_rate_burst)})
+        self.ledger = DisruptionLedger(st.budget_window_s, st.budget_per_workload, st.budget_per_zone)
+        self.config_path = config_path
+        # --dry-run on the command line cannot be lifted at run time; dry_run from the config file can
+        self.dry_run_locked = st.dry_run if dry_run_locked is None else dry_run_locked
+        self.switch = {"dry_run": st.dry_run, "paused": st.paused}
+        self._switch_start = dict(self.switch)
+        self._switch_lock = asyncio.Lock()
+        self._switch_read = -1e18
+        self._ns_cache: dict[str, tuple[float, dict | None]] = {}
+        self._zones: tuple[float, dict[str, str]] | None = None
         self.handlers = {t: HANDLERS[t](self) for t in self.settings.topics}
         self.applied: set[str] = set()
         self.retry_pending: set[str] = set()
@@ -460,6 +756,106 @@ class Actuator:
                 return self.clock.latest
             log.warning("cannot read the cluster time (%s); using the local clock for this record", describe(exc))
             return time.time()
+
+    # ---------------------------------------------------------------- cluster reads
+
+    async def get_json(self, fn: Callable[..., Any], *args: Any, retry: bool = True, **kw: Any) -> dict | None:
+        """``fn(*args, _preload_content=False)`` → JSON body, None on 404; other errors raise
+        :class:`ApiStatusError`. Transient errors are retried with backoff when ``retry``."""
+        delays = backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s)
+        for i in range(1, self.settings.error_max_attempts + 1):
+            try:
+                resp = await fn(*args, _preload_content=False, _request_timeout=self.settings.request_timeout_s,
+                                **kw)
+                try:
+                    self.clock.observe(resp.headers)
+                    if resp.status == 404:
+                        return None
+                    body = await resp.read()
+                    if not 200 <= resp.status < 300:
+                        raise ApiStatusError(resp.status, resp.reason or "", body.decode(errors="replace"),
+                                             resp.headers)
+                    return orjson.loads(body)
+                finally:
+                    resp.release()
+            except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+                if not retry or i >= self.settings.error_max_attempts or not is_retryable(exc) or \
+                        getattr(exc, "status", None) in (409, 429):
+                    raise
+                await asyncio.sleep(next(delays))
+        raise AssertionError("unreachable")
+
+    async def list_json(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> list[dict]:
+        data = await self.get_json(fn, *args, **kw)
+        return list((data or {}).get("items") or [])
+
+    async def node_zones(self) -> dict[str, str]:
+        """node name -> zone (``zone_label``), cached for ``node_cache_s``."""
+        mono = time.monotonic()
+        if self._zones is not None and mono - self._zones[0] < self.settings.node_cache_s:
+            return self._zones[1]
+        zones = {}
+        for n in await self.list_json(client.CoreV1Api(self.api).list_node):
+            meta = n.get("metadata") or {}
+            zone = (meta.get("labels") or {}).get(self.settings.zone_label)
+            if zone:
+                zones[meta.get("name")] = zone
+        self._zones = (mono, zones)
+        return zones
+
+    async def check_opted_in(self, ns: str) -> Result | None:
+        """None when ``ns`` may be touched; ``skipped: not-opted-in`` in opt-in mode otherwise."""
+        st = self.settings
+        if not st.opt_in or ns in st.opt_in_namespaces:
+            return None
+        mono = time.monotonic()
+        cached = self._ns_cache.get(ns)
+        if cached is None or mono - cached[0] >= st.namespace_cache_s:
+            cached = self._ns_cache[ns] = (mono, await self.get_json(client.CoreV1Api(self.api).read_namespace, ns))
+        labels = ((cached[1] or {}).get("metadata") or {}).get("labels") or {}
+        if labels.get(st.opt_in_label) == "true":
+            return None
+        return Result("skipped", "not-opted-in", f"opt-in mode: namespace {ns} is not labelled "
+                      f"{st.opt_in_label}=true; not touched", ts=await self.cluster_time())
+
+    async def kill_switch(self) -> str | None:
+        """None (go ahead), ``dry-run`` (dry run since the start: ``--dry-run``, or the config file's
+        ``dry_run`` unchanged since the start) or ``kill-switch`` (``paused``, or ``dry_run`` switched on at
+        run time). The config file is re-read at most every ``kill_switch_interval_s`` seconds."""
+        if self.dry_run_locked:
+            return "dry-run"
+        if self.config_path:
+            async with self._switch_lock:  # concurrent decisions wait for a re-read under way
+                if time.monotonic() - self._switch_read >= self.settings.kill_switch_interval_s:
+                    await self._reread_switch()
+        if self.switch["paused"]:
+            return "kill-switch"
+        if self.switch["dry_run"]:
+            return "dry-run" if self.switch == self._switch_start else "kill-switch"
+        return None
+
+    async def _reread_switch(self) -> None:
+        try:
+            from kubetide import config as ktconfig
+
+            data = await asyncio.to_thread(ktconfig.load, self.config_path)
+            sect = ktconfig.section(data, "actuator")
+            new = {"dry_run": bool(sect.get("dry_run", False)), "paused": bool(sect.get("paused", False))}
+            if new != self.switch:
+                log.warning("kill switch in %s: dry_run=%s paused=%s", self.config_path, new["dry_run"],
+                            new["paused"])
+            self.switch = new
+        except Exception as exc:  # keep the last known state
+            log.warning("cannot re-read %s for the kill switch (%s); keeping dry_run=%s paused=%s",
+                        self.config_path, describe(exc), self.switch["dry_run"], self.switch["paused"])
+        self._switch_read = time.monotonic()
+
+    def settle(self, reservation: Reservation, result: Result) -> None:
+        if result.outcome == "applied":
+            now = result.ts if result.ts is not None else self.clock.latest
+            self.ledger.commit(reservation, now if now is not None else time.time())
+        else:
+            self.ledger.release(reservation)
 
     # ---------------------------------------------------------------- applied ids
 
@@ -590,9 +986,11 @@ class Actuator:
 
     def _maybe_schedule_retry(self, topic: str, decision: Any, result: Result, attempt: int) -> Result:
         self.retry_pending.discard(decision.id)
-        if result.outcome != "skipped" or result.reason != "pdb" or result.retry_after_s is None:
+        max_attempts = {"pdb": self.settings.pdb_max_attempts,
+                        "rate-limit": self.settings.rate_limit_max_attempts}.get(result.reason)
+        if result.outcome != "skipped" or max_attempts is None or result.retry_after_s is None:
             return result
-        if attempt >= self.settings.pdb_max_attempts:
+        if attempt >= max_attempts:
             return dataclasses.replace(result, message=f"{result.message} (attempt {attempt}, giving up)")
         now = result.ts if result.ts is not None else self.clock.latest
         if now is not None and now + result.retry_after_s > decision.expires_at:
@@ -603,7 +1001,7 @@ class Actuator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return dataclasses.replace(result, message=f"{result.message} (retry {attempt + 1}/"
-                                   f"{self.settings.pdb_max_attempts} in {result.retry_after_s:.0f}s)")
+                                   f"{max_attempts} in {result.retry_after_s:.0f}s)")
 
     async def _retry_later(self, topic: str, decision: Any, attempt: int, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -766,7 +1164,10 @@ async def amain(args: argparse.Namespace, stop: asyncio.Event) -> int:
     try:
         producer = await make_producer(bootstrap, embedded=embedded, client_id=name)
         try:
-            actuator = Actuator(api, producer, bootstrap, settings, embedded=embedded, name=name)
+            config_path = getattr(args, "config", None) or os.environ.get("KUBETIDE_CONFIG")
+            actuator = Actuator(api, producer, bootstrap, settings, embedded=embedded, name=name,
+                                config_path=config_path,
+                                dry_run_locked=bool(getattr(args, "dry_run", None)) if config_path else None)
             await actuator.run(stop)
         finally:
             await producer.stop()
