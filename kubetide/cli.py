@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "actuator": ("workers.actuator", "apply decisions to the cluster safely and publish actions"),
     "forecast": ("kubetide.forecast_cli", "detect periods and forecast the columns of a CSV trace (JSON contract)"),
     "evaluate": ("kubetide.evaluate", "run a kubesim scenario with kubetide and with the baseline; score both"),
+    "record": ("workers.recorder", "record Kafka topics to a file (gzip JSON Lines) for replay"),
+    "replay": ("kubetide.replay", "replay a recording into a broker, or offline through streams/core"),
 }
 
 EPILOG = """\
