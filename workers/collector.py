@@ -94,7 +94,6 @@ from workers.kube import (
     parse_timestamp,
     raise_for_status,
 )
-from workers.quantity import quantity
 
 log = logging.getLogger("kubetide.collector")
 
@@ -468,17 +467,7 @@ class Collector:
         pod_items = (await self._metrics_list("pods")).get("items") or []
         pods_state = self.objects.get("Pod", {})
         nodes_state = self.objects.get("Node", {})
-        by_node: dict[str, list[tuple[str, str, str, float, float]]] = {}
-        unjoined = 0
-        for item in pod_items:
-            meta = item.get("metadata") or {}
-            key = (meta.get("namespace") or "", meta.get("name") or "")
-            ev = pods_state.get(key)
-            if ev is None or ev.pod is None or not ev.pod.node:
-                unjoined += 1
-                continue
-            cpu, mem = snap.container_usage(item)
-            by_node.setdefault(ev.pod.node, []).append((key[0], key[1], ev.pod.app or "", cpu, mem))
+        by_node, unjoined = snap.join_pod_metrics(pod_items, pods_state)
         sent = skipped = 0
         for item in node_items:
             name = (item.get("metadata") or {}).get("name")
@@ -493,17 +482,8 @@ class Collector:
             if last is not None and ts <= last:
                 skipped += 1
                 continue
-            usage = item.get("usage") or {}
-            rows = sorted(by_node.get(name, []))
-            msg = m.ClusterMetrics(
-                ts=ts, node=name, zone=node_ev.node.zone,
-                window_s=snap.go_duration(item.get("window"), self.settings.metrics_interval_s),
-                node_usage=m.Resources(cpu_cores=quantity(usage.get("cpu")),
-                                       mem_bytes=quantity(usage.get("memory"))),
-                node_allocatable=node_ev.node.allocatable,
-                pods=m.PodSamples(namespace=[r[0] for r in rows], name=[r[1] for r in rows],
-                                  app=[r[2] for r in rows], cpu_cores=[r[3] for r in rows],
-                                  mem_bytes=[r[4] for r in rows]))
+            msg = snap.node_metrics_message(item, node_ev.node, by_node.get(name, []), ts,
+                                            self.settings.metrics_interval_s)
             await self._send(CLUSTER_METRICS, name, encode(msg))
             self._last_metrics_ts[name] = ts
             self.clock.observe_ts(ts)
@@ -576,7 +556,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     try:
-        return run_main(lambda stop: amain(args, stop), "collector")
+        return run_main(lambda stop: amain(args, stop), "collector", args)
     except FileNotFoundError as exc:
         log.error("%s", exc)
         return 2

@@ -239,3 +239,41 @@ def container_usage(item: dict) -> tuple[float, float]:
         cpu += quantity(usage.get("cpu"))
         mem += quantity(usage.get("memory"))
     return cpu, mem
+
+
+PodRow = tuple[str, str, str, float, float]  # (namespace, name, app, cpu cores, memory bytes)
+
+
+def join_pod_metrics(pod_items: list, pods: Any) -> tuple[dict[str, list[PodRow]], int]:
+    """PodMetrics items + the watched pods (``(namespace, name)`` → ClusterEvent) → rows by node.
+
+    Returns ``(rows by node, pods not joined)``: a pod is not joined when it is unknown, has no
+    snapshot or no node. Used by the collector and by ``kubetide evaluate --offline`` alike.
+    """
+    by_node: dict[str, list[PodRow]] = {}
+    unjoined = 0
+    for item in pod_items:
+        meta = item.get("metadata") or {}
+        key = (meta.get("namespace") or "", meta.get("name") or "")
+        ev = pods.get(key)
+        if ev is None or ev.pod is None or not ev.pod.node:
+            unjoined += 1
+            continue
+        cpu, mem = container_usage(item)
+        by_node.setdefault(ev.pod.node, []).append((key[0], key[1], ev.pod.app or "", cpu, mem))
+    return by_node, unjoined
+
+
+def node_metrics_message(item: dict, node: m.NodeSnapshot, rows: list[PodRow], ts: float,
+                         default_window_s: float) -> m.ClusterMetrics:
+    """One NodeMetrics item + its node's snapshot + its pods' rows → one ``cluster.metrics`` message."""
+    usage = item.get("usage") or {}
+    rows = sorted(rows)
+    return m.ClusterMetrics(
+        ts=ts, node=(item.get("metadata") or {}).get("name"), zone=node.zone,
+        window_s=go_duration(item.get("window"), default_window_s),
+        node_usage=m.Resources(cpu_cores=quantity(usage.get("cpu")), mem_bytes=quantity(usage.get("memory"))),
+        node_allocatable=node.allocatable,
+        pods=m.PodSamples(namespace=[r[0] for r in rows], name=[r[1] for r in rows],
+                          app=[r[2] for r in rows], cpu_cores=[r[3] for r in rows],
+                          mem_bytes=[r[4] for r in rows]))

@@ -1,0 +1,382 @@
+"""kubetide's whole decision path in one process, on a kubesim :class:`~kubesim.model.Cluster` (offline).
+
+:class:`OfflineKubetide` mirrors the embedded deployment message by message, calling the very
+functions the workers and the faust agents call, in the order they call them:
+
+- **collector**, watch side: every object change the Cluster reports to its ``listeners`` is
+  rendered to Kubernetes JSON at once (:mod:`kubesim.render`, what the HTTP API would send) and
+  turned into a ``ClusterEvent`` with the collector's snapshot functions (:mod:`workers.snapshots`);
+  ReplicaSets are not watched (as in the collector). The start is a ``SYNC`` of every object, in
+  the collector's kind order (Pod, Node, PodDisruptionBudget, Deployment, Namespace).
+  ``ts`` of an event is the cluster's time.
+- **collector**, metrics side: after each tick, metrics.k8s.io JSON of every node and pod
+  (:func:`kubesim.render.node_metrics` / ``pod_metrics``) → :func:`workers.snapshots.join_pod_metrics`
+  + :func:`workers.snapshots.node_metrics_message` → one ``ClusterMetrics`` per node, nodes in the
+  Cluster's order, skipped when its timestamp did not advance (the collector's rule).
+- **stream worker**: each event → :func:`streams.core.messages.forward_event` → ``Planner.handle``
+  (and :func:`~streams.core.messages.app_requests` → the app's profile state); each metrics
+  message → :func:`~streams.core.messages.split_metrics` → samples to the per-app
+  :class:`~streams.core.profile.AppProfileState` (``should_emit`` / ``profile_message`` as the
+  ``profiler`` agent), the node summary → ``Planner.handle``. The planner is built with
+  ``streams.agents._new_planner`` from the same :class:`~streams.core.settings.StreamsSettings`.
+  Every message goes through the codec (``encode`` then ``decode``), as on Kafka, unless
+  ``codec=False``.
+- **actuator** (:class:`OfflineActuator`): the actuator's rules on the Cluster's API: protected
+  namespace; the live pod read (rendered JSON) and ``EvictHandler._check`` itself (expiry
+  against the cluster's time, gone / terminating, uid and node re-check, opt-out annotation,
+  mirror and DaemonSet pods); idempotency on the decision id; the global token bucket
+  (``evictions_per_minute``, ``rate_burst``) **in virtual time**; the eviction through
+  :meth:`Cluster.evict` (its 201 / 404 / 429 / 500 mirror the Eviction API); a 429 is retried
+  after ``retry_after_s`` **virtual** seconds up to ``pdb_max_attempts`` attempts, never past expiry.
+
+Order within one tick ``T`` (the "lockstep" order the online mode reproduces): the Cluster
+steps to ``T`` → its object changes are forwarded → the metrics of ``T`` are forwarded; the
+decisions that complete tick ``T`` go to the actuator at once; the object changes its evictions
+cause are forwarded before tick ``T + 1``. Decision latency is therefore 0 in processing plus
+the observation quantum: a change is seen at the next tick, at most ``resolution_s`` later.
+
+Everything is deterministic: no wall clock, no threads; the same scenario and seed give the same
+decisions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubesim import render
+from kubesim.model import Cluster
+from kubetide import models as m
+from kubetide import topics
+from kubetide.codec import decode, encode
+from streams.core.messages import AppSamples, PlannerInput, app_requests, forward_event, split_metrics
+from streams.core.planner import Planner
+from streams.core.profile import AppProfileState, profile_message, should_emit
+from streams.core.settings import StreamsSettings
+from workers import snapshots as snap
+from workers.actuator import ActuatorSettings, EvictHandler
+
+# kubesim resource → (collector kind, ClusterEvent field, snapshot function); the collector's order.
+KINDS: dict[str, tuple[str, str, Callable[[dict], Any]]] = {
+    "pods": ("Pod", "pod", snap.pod_snapshot),
+    "nodes": ("Node", "node", snap.node_snapshot),
+    "poddisruptionbudgets": ("PodDisruptionBudget", "pdb", snap.pdb_snapshot),
+    "deployments": ("Deployment", "deployment", snap.deployment_snapshot),
+    "namespaces": ("Namespace", "namespace_obj", snap.namespace_snapshot),
+}
+
+
+@dataclass
+class EvictionRecord:
+    """One applied eviction and where the workload's replacement pod went (filled in later)."""
+
+    t: float
+    decision_id: str
+    strategy: str
+    workload: str  # namespace/kind/name
+    pod: str  # namespace/name
+    from_node: str
+    replacement_pod: str | None = None
+    replacement_node: str | None = None
+
+
+@dataclass
+class OfflineActuator:
+    """The actuator's safety rules and outcomes, applied to a Cluster in virtual time."""
+
+    cluster: Cluster
+    settings: ActuatorSettings = field(default_factory=ActuatorSettings)
+    applied: set[str] = field(default_factory=set)
+    outcomes: list[m.Action] = field(default_factory=list)
+    evictions: list[EvictionRecord] = field(default_factory=list)
+    pdb_violations: int = 0
+    _tokens: float = -1.0
+    _last_refill: float | None = None
+    _retries: list[tuple[float, int, m.DescheduleDecision]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._tokens = float(self.settings.rate_burst)
+        # EvictHandler._check reads only ``self.settings``: the actuator's own checks, unchanged.
+        self._checker = types.SimpleNamespace(settings=self.settings)
+
+    def _take_token(self, now: float) -> bool:
+        rate = self.settings.evictions_per_minute / 60.0
+        if self._last_refill is not None:
+            self._tokens = min(float(self.settings.rate_burst), self._tokens + (now - self._last_refill) * rate)
+        self._last_refill = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def _record(self, d: m.DescheduleDecision, outcome: str, reason: str, message: str = "",
+                http_status: int | None = None, retry_after_s: float | None = None, attempt: int = 1) -> m.Action:
+        a = m.Action(ts=self.cluster.t, decision_id=d.id, decision_topic=topics.DECISIONS_DESCHEDULE,
+                     strategy=d.strategy, action="evict", target=d.pod, outcome=outcome, reason=reason,
+                     message=message, http_status=http_status, retry_after_s=retry_after_s, attempt=attempt,
+                     worker="offline")
+        self.outcomes.append(a)
+        if outcome in ("applied", "dry-run"):
+            self.applied.add(d.id)
+        return a
+
+    def handle(self, d: m.DescheduleDecision, attempt: int = 1) -> m.Action:
+        now = self.cluster.t
+        ns, name = d.pod.namespace, d.pod.name
+        if d.id in self.applied:
+            return self._record(d, "duplicate", "already-applied", "decision already applied", attempt=attempt)
+        if ns in self.settings.protected_namespaces:
+            return self._record(d, "skipped", "protected-namespace", f"namespace {ns} is protected", attempt=attempt)
+        pod = self.cluster.pods.get((ns, name))
+        verdict = EvictHandler._check(self._checker, d, render.pod(pod, self.cluster) if pod else None, now)
+        if verdict is not None:
+            return self._record(d, verdict.outcome, verdict.reason, verdict.message, verdict.http_status,
+                                attempt=attempt)
+        if self.settings.dry_run:
+            return self._record(d, "dry-run", "dry-run", attempt=attempt)
+        if not self._take_token(now):
+            # The online actuator waits for a token; offline the wait is one tick (virtual time).
+            self._retries.append((now + self.cluster.scenario.resolution_s, attempt, d))
+            return self._record(d, "skipped", "rate-limited", "waiting for a rate-limit token", attempt=attempt)
+        assert pod is not None
+        workload = f"{d.workload.namespace}/{d.workload.kind}/{d.workload.name}"
+        res = self.cluster.evict(ns, name)
+        if res.code == 201:
+            self.evictions.append(EvictionRecord(now, d.id, d.strategy, workload, f"{ns}/{name}", pod.node_name or ""))
+            for pdb in self.cluster.pdbs.values():
+                if pdb.matches(pod) and pdb.current_healthy < pdb.desired_healthy:
+                    self.pdb_violations += 1
+            return self._record(d, "applied", "evicted", res.message, 201, attempt=attempt)
+        if res.code == 429:
+            retry = float(res.retry_after_s or self.settings.default_retry_after_s)
+            msg = res.message
+            if attempt < self.settings.pdb_max_attempts and now + retry <= d.expires_at:
+                self._retries.append((now + retry, attempt + 1, d))
+            else:
+                msg += " (no retry)"
+            return self._record(d, "skipped", "pdb", msg, 429, retry, attempt=attempt)
+        if res.code == 404:
+            return self._record(d, "skipped", "gone", res.message, 404, attempt=attempt)
+        return self._record(d, "failed", "api-error", res.message, res.code, attempt=attempt)
+
+    def due_retries(self) -> list[tuple[int, m.DescheduleDecision]]:
+        now = self.cluster.t
+        due = [(a, d) for t, a, d in self._retries if t <= now + 1e-9]
+        self._retries = [r for r in self._retries if r[0] > now + 1e-9]
+        return due
+
+
+class OfflineKubetide:
+    """Collector + stream worker + actuator over one Cluster, in-process (see the module doc)."""
+
+    def __init__(self, cluster: Cluster, settings: StreamsSettings | None = None,
+                 actuator: ActuatorSettings | None = None, *, codec: bool = True, profile: bool = True,
+                 interference: bool | None = None) -> None:
+        from streams.agents import _new_planner
+
+        self.cluster = cluster
+        self.settings = settings or StreamsSettings.from_config({})
+        self.planner: Planner = _new_planner(self.settings)
+        self.actuator = OfflineActuator(cluster, actuator or ActuatorSettings())
+        self.codec = codec
+        self.profile = profile
+        self.profiles: dict[tuple[str, str], AppProfileState] = {}
+        self.profiles_emitted = 0
+        self.decisions: list[m.DescheduleDecision] = []
+        self.objects: dict[str, dict[tuple[str, str], m.ClusterEvent]] = {k[0]: {} for k in KINDS.values()}
+        self._buffer: list[tuple[str, str, dict]] = []
+        self._last_metrics_ts: dict[str, float] = {}
+        self._started = False
+        self._pending_replacement: list[EvictionRecord] = []
+        # Interference: only where the cluster measures CPI / latency per pod (kubesim's Pod.cpi).
+        self.interference = (hasattr(cluster, "truth_view") if interference is None else interference)
+        self.anomalies: list[m.Anomaly] = []
+        self._istate: dict[str, Any] = {}
+        cluster.listeners.append(self._on_change)
+
+    # ------------------------------------------------------------------ collector, watch side
+
+    def _on_change(self, etype: str, resource: str, obj: Any) -> None:
+        if resource in KINDS and self._started:
+            self._buffer.append((etype, resource, render.render(resource, obj, self.cluster)))
+
+    def _event(self, etype: str, resource: str, raw: dict) -> m.ClusterEvent:
+        kind, fld, fn = KINDS[resource]
+        meta = raw.get("metadata") or {}
+        return m.ClusterEvent(ts=self.cluster.t, type=etype, kind=kind, namespace=meta.get("namespace") or "",
+                              name=meta["name"], uid=meta.get("uid"), resource_version=meta.get("resourceVersion"),
+                              **{fld: fn(raw)})
+
+    def _roundtrip(self, topic: str, msg: Any) -> Any:
+        return decode(topic, encode(msg)) if self.codec else msg
+
+    def start(self) -> list[m.DescheduleDecision]:
+        """The collector's initial list: SYNC of every object."""
+        c = self.cluster
+        objs: dict[str, list] = {"pods": list(c.pods.values()), "nodes": list(c.nodes.values()),
+                                 "poddisruptionbudgets": list(c.pdbs.values()),
+                                 "deployments": list(c.deployments.values()),
+                                 "namespaces": list(c.namespaces.values())}
+        self._started = True
+        out: list[m.DescheduleDecision] = []
+        for resource, items in objs.items():
+            for o in items:
+                out += self._forward_event(self._event("SYNC", resource, render.render(resource, o, c)))
+        return out
+
+    def _forward_event(self, ev: m.ClusterEvent) -> list[m.DescheduleDecision]:
+        ev = self._roundtrip(topics.CLUSTER_EVENTS, ev)
+        store = self.objects[ev.kind]
+        key = (ev.namespace, ev.name)
+        if ev.type == "DELETED":
+            store.pop(key, None)
+        else:
+            store[key] = ev
+        if ev.kind == "Pod" and ev.type == "ADDED" and ev.pod is not None:
+            self._note_new_pod(ev)
+        out = self._plan(forward_event(ev))
+        if self.profile:
+            req = app_requests(ev)
+            if req is not None:
+                self._profile(self._roundtrip(topics.APP_SAMPLES, req))
+        return out
+
+    def _note_new_pod(self, ev: m.ClusterEvent) -> None:
+        assert ev.pod is not None
+        wl = ev.pod.workload
+        key = f"{wl.namespace}/{wl.kind}/{wl.name}"
+        for rec in self._pending_replacement:
+            if rec.workload == key:
+                rec.replacement_pod = f"{ev.namespace}/{ev.name}"
+                self._pending_replacement.remove(rec)
+                return
+
+    def flush_events(self) -> list[m.DescheduleDecision]:
+        out: list[m.DescheduleDecision] = []
+        while self._buffer:
+            batch, self._buffer = self._buffer, []
+            for etype, resource, raw in batch:
+                out += self._forward_event(self._event(etype, resource, raw))
+        self._update_replacement_nodes()
+        return out
+
+    def _update_replacement_nodes(self) -> None:
+        for rec in self.actuator.evictions[-50:]:
+            if rec.replacement_pod and rec.replacement_node is None:
+                ns, name = rec.replacement_pod.split("/", 1)
+                p = self.cluster.pods.get((ns, name))
+                if p is not None and p.node_name:
+                    rec.replacement_node = p.node_name
+
+    # ------------------------------------------------------------------ collector, metrics side
+
+    def metrics(self) -> list[m.ClusterMetrics]:
+        c = self.cluster
+        pod_items = [render.pod_metrics(p, c) for p in sorted(c.pods.values(), key=lambda p: p.key)
+                     if p.node_name and p.phase == "Running"]
+        node_items = [render.node_metrics(n, c) for n in sorted(c.nodes.values(), key=lambda n: n.name)]
+        by_node, _ = snap.join_pod_metrics(pod_items, self.objects["Pod"])
+        out = []
+        for item in node_items:
+            name = item["metadata"]["name"]
+            node_ev = self.objects["Node"].get(("", name))
+            if node_ev is None or node_ev.node is None:
+                continue
+            ts = snap.parse_timestamp(item.get("timestamp"))
+            last = self._last_metrics_ts.get(name)
+            if ts is None or (last is not None and ts <= last):
+                continue
+            msg = snap.node_metrics_message(item, node_ev.node, by_node.get(name, []), ts, 10.0)
+            if self.interference:
+                msg = self._with_cpi(msg)
+            out.append(msg)
+            self._last_metrics_ts[name] = ts
+        return out
+
+    def _with_cpi(self, msg: m.ClusterMetrics) -> m.ClusterMetrics:
+        """CPI and latency columns from the simulated pods (what a collector reading the custom
+        metrics API would add; today's collector does not, so the online run has none)."""
+        pods = [self.cluster.pods.get(k) for k in zip(msg.pods.namespace, msg.pods.name, strict=True)]
+        cpi = [float(getattr(p, "cpi", 0.0) or 0.0) if p is not None else 0.0 for p in pods]
+        lat = [float(getattr(p, "latency_ms", 0.0) or 0.0) if p is not None else 0.0 for p in pods]
+        return msg.model_copy(update={"pods": msg.pods.model_copy(update={"cpi": cpi, "latency_ms": lat})})
+
+    # ------------------------------------------------------------------ stream worker
+
+    def _plan(self, msg: PlannerInput) -> list[m.DescheduleDecision]:
+        out = self.planner.handle(self._roundtrip(topics.PLANNER_INPUT, msg))
+        return [self._roundtrip(topics.DECISIONS_DESCHEDULE, d) for d in out]
+
+    def _profile(self, msg: AppSamples) -> None:
+        key = (msg.namespace, msg.app)
+        st = self.profiles.get(key)
+        if st is None:
+            st = self.profiles[key] = AppProfileState(self.settings.profiler)
+        st.update(msg)
+        if msg.cpu_cores and should_emit(st, msg.ts):
+            self._roundtrip(topics.PROFILES, profile_message(st, msg.ts))
+            st.last_emit_ts = msg.ts
+            self.profiles_emitted += 1
+
+    def forward_metrics(self, msgs: list[m.ClusterMetrics]) -> list[m.DescheduleDecision]:
+        out: list[m.DescheduleDecision] = []
+        for cm in msgs:
+            cm = self._roundtrip(topics.CLUSTER_METRICS, cm)
+            samples, summary = split_metrics(cm)
+            if self.interference:
+                self._detect(cm)
+            if self.profile:
+                for s in samples:
+                    self._profile(self._roundtrip(topics.APP_SAMPLES, s))
+            out += self._plan(summary)
+        return out
+
+    def _detect(self, cm: m.ClusterMetrics) -> None:
+        from streams.core import interference
+
+        st = self._istate.get(cm.node)
+        if st is None:
+            st = self._istate[cm.node] = interference.NodeState(node=cm.node)
+        for a in interference.update(st, cm):
+            self.anomalies.append(self._roundtrip(topics.ANOMALIES, a) if self.codec else a)
+
+    # ------------------------------------------------------------------ one tick
+
+    def act(self, decisions: list[m.DescheduleDecision]) -> None:
+        for d in decisions:
+            self.decisions.append(d)
+            before = len(self.actuator.evictions)
+            self.actuator.handle(d)
+            self._pending_replacement += self.actuator.evictions[before:]
+
+    def tick(self, step: bool = True) -> list[m.DescheduleDecision]:
+        """Step the cluster one tick (unless ``step`` is false) and run the pipeline on it."""
+        if not self._started:
+            self.act(self.start())
+        if step:
+            self.cluster.step()
+        made = self.flush_events()
+        self.act(made)
+        for attempt, d in self.actuator.due_retries():
+            before = len(self.actuator.evictions)
+            self.actuator.handle(d, attempt)
+            self._pending_replacement += self.actuator.evictions[before:]
+        made2 = self.forward_metrics(self.metrics())
+        self.act(made2)
+        made3 = self.flush_events()  # the changes the evictions caused, before the next tick
+        self.act(made3)
+        return made + made2 + made3
+
+
+def decision_key(d: m.DescheduleDecision, t0: float, resolution_s: float) -> tuple[str, int, str, str]:
+    """(strategy, tick number, namespace/pod, from_node): what the online/offline comparison compares."""
+    return (d.strategy, math.floor((d.made_at - t0) / resolution_s + 1e-6), f"{d.pod.namespace}/{d.pod.name}",
+            d.from_node)
+
+
+def replace_settings(s: ActuatorSettings, **kw: Any) -> ActuatorSettings:
+    return dataclasses.replace(s, **kw)
