@@ -212,5 +212,4 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
 
 
 def _new_planner(settings: StreamsSettings) -> Planner:
-    return Planner(settings.strategies, settings.evictor, history=settings.planner.history,
-                   tick_s=settings.planner.tick_s, lateness_s=settings.planner.lateness_s)
+    return Planner.from_settings(settings)

@@ -11,7 +11,7 @@ from streams.core.messages import PlannerInput
 from streams.core.planner import Planner
 from streams.core.settings import StreamsSettings
 from streams.core.state import ClusterState
-from streams.core.strategies import REGISTRY, build_strategies
+from streams.core.strategies import REGISTRY, build_strategies, get
 from streams.core.strategies.lownodeload import LowNodeLoadSettings, plan
 from streams.core.ticks import TickAssembler
 from tests.test_core_state import T0, node_ev, pdb_ev, pod_ev, state_of, summary
@@ -200,7 +200,7 @@ def test_registry_and_streams_settings() -> None:
     with pytest.raises(ConfigError, match=r"streams\.bogus"):
         StreamsSettings.from_config({"streams": {"bogus": 1}})
     st = StreamsSettings.from_config(None)
-    assert st.strategies[0][1] == LowNodeLoadSettings()
+    assert get(list(st.strategies), "LowNodeLoad") == LowNodeLoadSettings()
 
 
 # ---------------------------------------------------------------- ticks

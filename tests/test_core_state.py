@@ -28,9 +28,10 @@ def pod_ev(ns: str, name: str, node: str | None, *, app: str = "web", cpu: float
            uid: str | None = None, **kw: Any) -> m.ClusterEvent:
     wl = None if kind is None else m.WorkloadRef(namespace=ns, kind=kind, name=workload or app)
     kw.setdefault("phase", "Running")
+    kw.setdefault("ready", True)
     kw.setdefault("labels", {"app": app})
     return m.ClusterEvent(ts=ts, type=type, kind="Pod", namespace=ns, name=name, uid=uid or f"uid-{name}",
-                          pod=m.PodSnapshot(node=node, ready=True, app=app, workload=wl,
+                          pod=m.PodSnapshot(node=node, app=app, workload=wl,
                                             requests=m.Resources(cpu_cores=cpu, mem_bytes=mem), **kw))
 
 
@@ -171,3 +172,30 @@ def test_node_fit() -> None:
     sel = pod_ev("shop", "s", None, node_selector={"disk": "ssd"}).pod
     assert node_fit(sel, "ssd", st) == (True, "ok")
     assert node_fit(sel, "soft", st) == (False, "node-selector-disk")
+
+
+# ---------------------------------------------------------------- per-pod usage history, zones, recorded decisions
+
+def test_pod_usage_history_zone_and_record() -> None:
+    st = state_of(node_ev("n1", zone="a"), node_ev("n2", labels={"topology.kubernetes.io/zone": "b"}), node_ev("n3"),
+                  pod_ev("shop", "web-1", "n1"), history=4)
+    for i in range(5):
+        pods = {("shop", "web-1"): 0.1 * (i + 1)} if i != 2 else {}
+        st.apply_tick(T0 + 10 * i, {"n1": summary(T0 + 10 * i, "n1", 1.0, pods=pods)})
+    hist = st.pod_usage_history(("shop", "web-1"), 4)  # ticks 1..4, tick 2 without the pod
+    assert [round(c, 2) for c, _ in hist] == [0.2, 0.4, 0.5]
+    assert st.pod_usage_history(("shop", "nope"), 4) == []
+    assert (st.zone_of("n1"), st.zone_of("n2"), st.zone_of("n3"), st.zone_of("gone")) == ("a", "b", None, None)
+    d = m.DescheduleDecision(id="d-000001", made_at=T0 + 40, expires_at=T0 + 340, strategy="LowNodeLoad",
+                             reason="r", evidence={"best_target": "n2", "anomaly_id": "x"},
+                             pod=m.PodRef(namespace="shop", name="web-1", node="n1"),
+                             workload=m.WorkloadRef(namespace="shop", kind="Deployment", name="web"),
+                             from_node="n1", to_nodes=["n2"])
+    st.record(d)
+    mv = st.planned[("shop", "web-1")]
+    assert (mv.to_node, mv.requests, mv.usage[0]) == ("n2", (0.5, 0.5 * GiB), 0.5)
+    assert st.last_move_pod[("shop", "web-1")] == T0 + 40 and st.last_move_workload["shop/web"] == T0 + 40
+    assert st.last_decision_node[("LowNodeLoad", "n1")] == T0 + 40 and "x" in st.acted
+    assert [m_.workload for m_ in st.pending["shop/web"]] == ["shop/web"]
+    st.apply_tick(T0 + 50, {})
+    assert st.planned == {}  # a new tick starts with no planned moves

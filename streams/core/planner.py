@@ -4,6 +4,12 @@ State lives in memory only. After a restart it is rebuilt from the collector's p
 ``SYNC`` restatements of every object (informer-style resync) and from new metric ticks: until
 a Node and its Pods have been restated the node is unknown, and a source needs ``consecutive``
 fresh ticks again, so a restart delays decisions but never makes a wrong one on stale data.
+(The anti-thrash memory — windows, cooldowns, backoff — is in memory too: after a restart the
+actuator's own rate limits and idempotency still hold.)
+
+Within a tick the strategies run in registry order and each one's decisions are recorded in the
+state (:meth:`ClusterState.record`) before the next plans, so they share limits and targets.
+Anomalies (interference findings) enter through :meth:`Planner.apply_anomaly`.
 """
 
 from __future__ import annotations
@@ -11,23 +17,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from kubetide.models import DescheduleDecision
+from kubetide.models import Anomaly, DescheduleDecision
 from streams.core.messages import NodeSummary, PlannerInput
-from streams.core.state import ClusterState, EvictorSettings
+from streams.core.state import ClusterState, EvictorSettings, GuardSettings
 from streams.core.strategies import Strategy
 from streams.core.ticks import TickAssembler
 
 
 class Planner:
     def __init__(self, strategies: Sequence[tuple[Strategy, Any]], evictor: EvictorSettings | None = None,
-                 *, history: int = 10, tick_s: float = 0.0, lateness_s: float = 60.0) -> None:
+                 *, history: int = 10, tick_s: float = 0.0, lateness_s: float = 60.0,
+                 guard: GuardSettings | None = None) -> None:
         self.strategies = list(strategies)
         need = max([getattr(st, "consecutive", 1) for _, st in self.strategies] + [1])
-        self.state = ClusterState(history=max(history, need), evictor=evictor or EvictorSettings())
+        self.state = ClusterState(history=max(history, need), evictor=evictor or EvictorSettings(),
+                                  guard=guard or GuardSettings())
         self.ticks = TickAssembler(tick_s=tick_s, lateness_s=lateness_s)
         self.keep_s = max([max(getattr(st, "node_cooldown_s", 0.0), getattr(st, "pod_cooldown_s", 0.0))
                            for _, st in self.strategies] + [0.0])
         self.ticks_planned = 0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Planner:
+        """A planner from a :class:`~streams.core.settings.StreamsSettings` (strategies, evictor, planner, guard)."""
+        return cls(settings.strategies, settings.evictor, history=settings.planner.history,
+                   tick_s=settings.planner.tick_s, lateness_s=settings.planner.lateness_s,
+                   guard=getattr(settings, "guard", None))
+
+    def apply_anomaly(self, anomaly: Anomaly) -> None:
+        """An interference finding (open or cleared) for the Interference strategy and keep-apart pairs."""
+        self.state.apply_anomaly(anomaly)
 
     def handle(self, msg: PlannerInput) -> list[DescheduleDecision]:
         if msg.kind == "event":
@@ -56,7 +75,7 @@ class Planner:
         for strategy, settings in self.strategies:
             decisions = strategy.plan(self.state, settings)
             for d in decisions:
-                self.state.record_decision(d.strategy, d.from_node, (d.pod.namespace, d.pod.name), d.made_at)
+                self.state.record(d)
             out.extend(decisions)
         self.state.prune_decisions(ts, self.keep_s)
         return out

@@ -7,9 +7,15 @@ streams:
   profiler: {windows_s: [3600, 86400], buckets_per_window: 12, relative_accuracy: 0.01,
              emit_interval_s: 60, margin: 1.2, ...}
   planner: {history: 10, tick_s: 0, lateness_s: 60}
+  guard: {window_s: 3600, max_per_node: 3, max_per_namespace: 10, max_per_workload: 3, max_total: 30,
+          pod_cooldown_s: 1800, workload_cooldown_s: 120, backoff_base_s: 600, backoff_factor: 2, ...}
   strategies:
-    LowNodeLoad: {high_cpu_pct: 80, low_cpu_pct: 50, consecutive: 3, ...}
+    LowNodeLoad: {mode: absolute, high_cpu_pct: 80, low_cpu_pct: 50, consecutive: 3, ...}
+    ZoneSpread: {enabled: true}
+    Interference: {enabled: true}
+    AllocatedButIdle: {enabled: false, requested_pct: 90, max_usage_pct: 30, ...}
 ```
+See ``docs/strategies.md`` for every setting.
 Errors name the bad field, e.g. ``streams.strategies.LowNodeLoad.high_cpu_pct: must be in (0, 100]``.
 """
 
@@ -21,7 +27,7 @@ from typing import Any
 
 from kubetide.config import build, section
 from streams.core.profile import ProfileSettings
-from streams.core.state import EvictorSettings
+from streams.core.state import EvictorSettings, GuardSettings
 from streams.core.strategies import Strategy, build_strategies
 
 
@@ -45,20 +51,22 @@ class StreamsSettings:
     evictor: EvictorSettings = field(default_factory=EvictorSettings)
     profiler: ProfileSettings = field(default_factory=ProfileSettings)
     planner: PlannerSettings = field(default_factory=PlannerSettings)
+    guard: GuardSettings = field(default_factory=GuardSettings)
     strategies: tuple[tuple[Strategy, Any], ...] = ()
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> StreamsSettings:
         sec = section(config or {}, "streams")
-        unknown = set(sec) - {"evictor", "profiler", "planner", "strategies"}
+        unknown = set(sec) - {"evictor", "guard", "profiler", "planner", "strategies"}
         if unknown:
             from kubetide.config import ConfigError
 
             raise ConfigError(f"streams.{sorted(unknown)[0]}: unknown setting "
-                              "(known: evictor, planner, profiler, strategies)")
+                              "(known: evictor, guard, planner, profiler, strategies)")
         return cls(
             evictor=build(EvictorSettings, section(sec, "evictor"), "streams.evictor"),
             profiler=build(ProfileSettings, section(sec, "profiler"), "streams.profiler"),
             planner=build(PlannerSettings, section(sec, "planner"), "streams.planner"),
+            guard=build(GuardSettings, section(sec, "guard"), "streams.guard"),
             strategies=tuple(build_strategies(section(sec, "strategies"))),
         )

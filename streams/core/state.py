@@ -6,24 +6,37 @@ per-node usage for the last ``history`` ticks in event time. A node with no summ
 gets an explicit *missing* entry: missing is never read as zero.
 
 The filters live here once, for every strategy (like descheduler's shared evictor):
-:func:`evictable` (may this pod be chosen at all) and :func:`node_fit` (could it run there).
+:func:`evictable` (may this pod be chosen at all), :func:`node_fit` (could it run there),
+:func:`spread_move_ok` (would the move create a topology-spread violation) and :class:`Choice`,
+the shared pod-choice layer every strategy plans through (anti-thrash guard, see
+:class:`GuardSettings`: cooldowns per pod and per workload, growing backoff per workload when a
+replacement lands back on a hot node, limits per node / namespace / workload / in total per
+event-time window, hold while metrics are missing, nowhere-to-go means no decision, keep
+interfering workloads apart).
+
+The state also follows what happened after each decision (:meth:`ClusterState.record`): the
+evicted pod's workload gets a new pod, and the node that pod is bound to (from the Pod events)
+is its *landing*. A landing back on the source or on a hot node raises the workload's backoff.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from kubetide.config import DEFAULT_PROTECTED_NAMESPACES
 from kubetide.models import (
+    Anomaly,
     ClusterEvent,
     DeploymentSnapshot,
+    DescheduleDecision,
     NamespaceSnapshot,
     NodeSnapshot,
     PdbSnapshot,
     PodSnapshot,
     Taint,
     Toleration,
+    TopologySpread,
 )
 from streams.core.messages import NodeSummary
 
@@ -33,6 +46,7 @@ SYSTEM_CRITICAL_PRIORITY = 2_000_000_000
 SYSTEM_PRIORITY_CLASSES = ("system-cluster-critical", "system-node-critical")
 EVICT_ANNOTATION = "kubetide.io/evict"
 SAFE_TO_EVICT_ANNOTATION = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+ZONE_LABEL = "topology.kubernetes.io/zone"
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,65 @@ class EvictorSettings:
             raise ValueError("priority_threshold: must be >= 0")
         if any(not ns for ns in self.protected_namespaces):
             raise ValueError("protected_namespaces: empty namespace name")
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    """Anti-thrash rules shared by every strategy (``streams.guard`` in the config; event time)."""
+
+    window_s: float = 3600.0
+    max_per_node: int = 3
+    max_per_namespace: int = 10
+    max_per_workload: int = 3
+    max_total: int = 30
+    pod_cooldown_s: float = 1800.0
+    workload_cooldown_s: float = 120.0
+    backoff_base_s: float = 600.0
+    backoff_factor: float = 2.0
+    backoff_max_s: float = 21600.0
+    replacement_window_s: float = 900.0
+    hot_cpu_pct: float = 80.0
+    keep_apart_s: float = 86400.0
+
+    def validate(self) -> None:
+        for f in ("window_s", "replacement_window_s"):
+            if getattr(self, f) <= 0:
+                raise ValueError(f"{f}: must be > 0")
+        for f in ("max_per_node", "max_per_namespace", "max_per_workload", "max_total"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"{f}: must be >= 1 (disable strategies to stop decisions)")
+        for f in ("pod_cooldown_s", "workload_cooldown_s", "backoff_base_s", "backoff_max_s", "keep_apart_s"):
+            if getattr(self, f) < 0:
+                raise ValueError(f"{f}: must be >= 0")
+        if self.backoff_factor < 1:
+            raise ValueError("backoff_factor: must be >= 1")
+        if not 0 < self.hot_cpu_pct <= 100:
+            raise ValueError("hot_cpu_pct: must be in (0, 100]")
+
+
+@dataclass(frozen=True)
+class Move:
+    """One recorded decision, followed until its replacement lands (or ``replacement_window_s`` passes)."""
+
+    made_at: float
+    strategy: str
+    pod: Key
+    workload: str
+    from_node: str
+    to_node: str | None
+    requests: tuple[float, float] = (0.0, 0.0)
+    usage: tuple[float, float] = (0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Landing:
+    ts: float
+    workload: str
+    evicted: Key
+    replacement: Key
+    from_node: str
+    node: str
+    hot: bool
 
 
 @dataclass(frozen=True)
@@ -89,6 +162,20 @@ class ClusterState:
     # Decisions already made (event time), for cooldowns: key -> last made_at.
     last_decision_node: dict[tuple[str, str], float] = field(default_factory=dict)
     last_decision_pod: dict[tuple[str, Key], float] = field(default_factory=dict)
+    # Anti-thrash guard (any strategy): see GuardSettings and record().
+    guard: GuardSettings = field(default_factory=lambda: GuardSettings())
+    moves: deque[Move] = field(default_factory=deque)  # every recorded decision in the window, oldest first
+    pending: dict[str, list[Move]] = field(default_factory=dict)  # workload -> moves awaiting a replacement
+    landings: list[Landing] = field(default_factory=list)  # the last 1000 replacements seen
+    last_move_pod: dict[Key, float] = field(default_factory=dict)
+    last_move_workload: dict[str, float] = field(default_factory=dict)
+    backoff_level: dict[str, int] = field(default_factory=dict)
+    backoff_until: dict[str, float] = field(default_factory=dict)
+    planned: dict[Key, Move] = field(default_factory=dict)  # decisions of the current tick (all strategies)
+    # Interference: open anomalies by id, and pairs of workloads to keep apart -> last confirmed at.
+    anomalies: dict[str, Anomaly] = field(default_factory=dict)
+    acted: set[str] = field(default_factory=set)
+    apart: dict[tuple[str, str], float] = field(default_factory=dict)
 
     # ------------------------------------------------------------ events
     def apply_event(self, ev: ClusterEvent) -> None:
@@ -96,6 +183,8 @@ class ClusterState:
         deleted = ev.type == "DELETED"
         if ev.kind == "Pod":
             old = self.pods.pop(key, None)
+            if not deleted and ev.pod is not None and ev.pod.node and (old is None or not old.node):
+                self._landed(key, ev.pod, ev.ts)
             if old is not None and old.node:
                 on_node = self.pods_by_node.get(old.node)
                 if on_node is not None:
@@ -136,9 +225,73 @@ class ClusterState:
                 assert ev.namespace_obj is not None
                 self.namespaces[ev.name] = ev.namespace_obj
 
+    def _landed(self, key: Key, pod: PodSnapshot, ts: float) -> None:
+        """A pod was just bound to a node: if its workload has a pending move, this is the replacement."""
+        if pod.workload is None or pod.node is None:
+            return
+        wl = pod.workload.key
+        waiting = [mv for mv in self.pending.get(wl, []) if 0 <= ts - mv.made_at <= self.guard.replacement_window_s
+                   and (mv.pod != key or ts > mv.made_at)]
+        if not waiting:
+            self.pending.pop(wl, None)
+            return
+        mv = waiting.pop(0)
+        self.pending[wl] = waiting
+        smp = self.sample(pod.node)
+        hot = pod.node == mv.from_node or (smp is not None and smp.cpu_pct is not None
+                                             and smp.cpu_pct >= self.guard.hot_cpu_pct)
+        self.landings.append(Landing(ts, wl, mv.pod, key, mv.from_node, pod.node, hot))
+        del self.landings[:-1000]
+        g = self.guard
+        level = self.backoff_level.get(wl, 0)
+        if hot:
+            level += 1
+            self.backoff_until[wl] = ts + min(g.backoff_max_s, g.backoff_base_s * g.backoff_factor ** (level - 1))
+        else:
+            level = max(0, level - 1)
+        if level:
+            self.backoff_level[wl] = level
+        else:
+            self.backoff_level.pop(wl, None)
+
+    # ------------------------------------------------------------ anomalies
+    def apply_anomaly(self, a: Anomaly) -> None:
+        """An interference finding: ``open`` keeps it (until ``cleared``) and records the victim's and
+        each antagonist's workloads as a pair to keep apart (for ``guard.keep_apart_s`` after ``a.ts``)."""
+        if a.state == "cleared":
+            self.anomalies.pop(a.id, None)
+            return
+        self.anomalies[a.id] = a
+        victim = self.workload_of(a.victim.namespace, a.victim.name, a.victim.app)
+        for s in a.antagonists:
+            other = self.workload_of(s.namespace, s.name, s.app)
+            if victim and other and other != victim:
+                pair = (min(victim, other), max(victim, other))
+                self.apart[pair] = max(a.ts, self.apart.get(pair, a.ts))
+
+    def workload_of(self, namespace: str, name: str, app: str | None = None) -> str | None:
+        """The workload key (``namespace/name``) of a pod, from the state, else from its app."""
+        pod = self.pods.get((namespace, name))
+        if pod is not None and pod.workload is not None:
+            return pod.workload.key
+        if pod is not None and pod.app:
+            return f"{namespace}/{pod.app}"
+        return f"{namespace}/{app}" if app else None
+
+    def kept_apart_from(self, workload: str) -> set[str]:
+        out = set()
+        for a, b in self.apart:
+            if a == workload:
+                out.add(b)
+            elif b == workload:
+                out.add(a)
+        return out
+
     # ------------------------------------------------------------ metric ticks
     def apply_tick(self, ts: float, summaries: dict[str, NodeSummary]) -> None:
         """Record a completed tick: a sample for every node that reported, *missing* for the rest."""
+        if self.tick_ts != ts:
+            self.planned = {}
         self.ticks.append(ts)
         while len(self.ticks) > self.history:
             old = self.ticks.popleft()
@@ -164,7 +317,26 @@ class ClusterState:
         per_node = self.node_samples.get(node, {})
         return [per_node.get(t) for t in list(self.ticks)[-n:]]
 
+    def pod_usage_history(self, key: Key, n: int) -> list[tuple[float, float]]:
+        """The pod's (cpu, mem) usage in the last ``n`` ticks on its current node (ticks without it skipped)."""
+        pod = self.pods.get(key)
+        if pod is None or not pod.node:
+            return []
+        out = []
+        for smp in self.recent_samples(pod.node, n):
+            if smp is not None and key in smp.pods:
+                out.append(smp.pods[key])
+        return out
+
     # ------------------------------------------------------------ queries
+    def zone_of(self, node: str, topology_key: str = ZONE_LABEL) -> str | None:
+        snap = self.nodes.get(node)
+        if snap is None:
+            return None
+        if topology_key == ZONE_LABEL and snap.zone:
+            return snap.zone
+        return snap.labels.get(topology_key)
+
     def ready_nodes(self) -> list[str]:
         return sorted(n for n, s in self.nodes.items() if s.ready)
 
@@ -193,10 +365,48 @@ class ClusterState:
         self.last_decision_node[(strategy, node)] = max(made_at, self.last_decision_node.get((strategy, node), made_at))
         self.last_decision_pod[(strategy, pod)] = max(made_at, self.last_decision_pod.get((strategy, pod), made_at))
 
+    def record(self, d: DescheduleDecision) -> None:
+        """Record a decision made (by the planner, after each strategy): strategy cooldowns, the guard's
+        window, cooldowns, in-tick bookkeeping, and a pending move whose replacement will be followed."""
+        key = (d.pod.namespace, d.pod.name)
+        self.record_decision(d.strategy, d.from_node, key, d.made_at)
+        pod = self.pods.get(key)
+        to = d.evidence.get("best_target")
+        req = (pod.requests.cpu_cores, pod.requests.mem_bytes) if pod is not None else (0.0, 0.0)
+        smp = self.sample(d.from_node)
+        usage = smp.pods.get(key, (0.0, 0.0)) if smp is not None else (0.0, 0.0)
+        mv = Move(d.made_at, d.strategy, key, d.workload.key, d.from_node, to if isinstance(to, str) else None,
+                  req, usage)
+        self.moves.append(mv)
+        self.pending.setdefault(mv.workload, []).append(mv)
+        self.last_move_pod[key] = max(d.made_at, self.last_move_pod.get(key, d.made_at))
+        self.last_move_workload[mv.workload] = max(d.made_at, self.last_move_workload.get(mv.workload, d.made_at))
+        if d.made_at == self.tick_ts:
+            self.planned[key] = mv
+        aid = d.evidence.get("anomaly_id")
+        if isinstance(aid, str):
+            self.acted.add(aid)
+
     def prune_decisions(self, now: float, keep_s: float) -> None:
-        """Forget decisions older than ``keep_s`` (bounded memory; call with the longest cooldown)."""
+        """Forget decisions older than ``keep_s`` (bounded memory; call with the longest cooldown),
+        and guard entries that no rule reads any more."""
         self.last_decision_node = {k: t for k, t in self.last_decision_node.items() if now - t < keep_s}
         self.last_decision_pod = {k: t for k, t in self.last_decision_pod.items() if now - t < keep_s}
+        g = self.guard
+        while self.moves and now - self.moves[0].made_at >= g.window_s:
+            self.moves.popleft()
+        self.last_move_pod = {k: t for k, t in self.last_move_pod.items() if now - t < g.pod_cooldown_s}
+        self.last_move_workload = {k: t for k, t in self.last_move_workload.items()
+                                   if now - t < max(g.workload_cooldown_s, g.window_s)}
+        self.pending = {w: kept for w, mvs in self.pending.items()
+                        if (kept := [mv for mv in mvs if now - mv.made_at <= g.replacement_window_s])}
+        # A workload's backoff level is forgiven once it has stayed out of backoff for backoff_max_s.
+        for w in [w for w, t in self.backoff_until.items() if now >= t + g.backoff_max_s]:
+            del self.backoff_until[w]
+            self.backoff_level.pop(w, None)
+        self.apart = {p: t for p, t in self.apart.items() if now - t < g.keep_apart_s}
+        self.anomalies = {i: a for i, a in self.anomalies.items() if now - a.ts < g.keep_apart_s}
+        self.acted &= set(self.anomalies)
 
 
 # ---------------------------------------------------------------- pod-choice filters
@@ -276,3 +486,232 @@ def node_fit(pod: PodSnapshot, node_name: str, state: ClusterState,
     if mem + extra_requests[1] + pod.requests.mem_bytes > node.allocatable.mem_bytes + 1e-9:
         return False, "insufficient-memory"
     return True, "ok"
+
+
+# ---------------------------------------------------------------- topology spread
+
+def spread_counts(state: ClusterState, namespace: str, pod: PodSnapshot, c: TopologySpread,
+                  moved: dict[Key, str] | None = None, cache: dict | None = None) -> dict[str, int]:
+    """Matching pods per domain of ``c.topology_key``, counted like the scheduler: Running and ready
+    pods of the namespace matching ``c.match_labels``, over the domains of ready nodes that pass the
+    pod's node selector. ``moved`` maps pods already planned to move this tick to their target node.
+    ``cache`` (a dict owned by the caller, cleared whenever ``moved`` changes) memoises the counts."""
+    ck = (namespace, c.topology_key, tuple(sorted(c.match_labels.items())), tuple(sorted(pod.node_selector.items())))
+    if cache is not None and ck in cache:
+        return dict(cache[ck])
+    moved = moved or {}
+    counts: dict[str, int] = {}
+    for n in state.ready_nodes():
+        node = state.nodes[n]
+        if all(node.labels.get(k) == v for k, v in pod.node_selector.items()):
+            d = state.zone_of(n, c.topology_key)
+            if d is not None:
+                counts.setdefault(d, 0)
+    index = cache.get(("__labels__",)) if cache is not None else None
+    if index is None:  # (namespace, label, value) -> pods
+        index = {}
+        for k, p in state.pods.items():
+            for lk, lv in p.labels.items():
+                index.setdefault((k[0], lk, lv), []).append((k, p))
+        if cache is not None:
+            cache[("__labels__",)] = index
+    if not c.match_labels:
+        return counts
+    pods = min((index.get((namespace, lk, lv), []) for lk, lv in c.match_labels.items()), key=len)
+    for k, p in pods:
+        if p.phase != "Running" or not p.ready or not p.node:
+            continue
+        if any(p.labels.get(lk) != lv for lk, lv in c.match_labels.items()):
+            continue
+        d = state.zone_of(moved.get(k, p.node), c.topology_key)
+        if d is not None and d in counts:
+            counts[d] += 1
+    if cache is not None:
+        cache[ck] = dict(counts)
+    return counts
+
+
+def skew(counts: dict[str, int]) -> int:
+    return max(counts.values()) - min(counts.values()) if counts else 0
+
+
+def spread_move_ok(state: ClusterState, key: Key, pod: PodSnapshot, from_node: str, to_node: str,
+                   moved: dict[Key, str] | None = None, cache: dict | None = None) -> tuple[bool, str]:
+    """Would moving ``pod`` from ``from_node`` to ``to_node`` create a topology-spread violation?
+
+    For each of the pod's constraints (both DoNotSchedule and ScheduleAnyway) the move is allowed
+    when the skew after it is within ``max_skew`` or lower than before (never a new violation)."""
+    for c in pod.topology_spread:
+        a, b = state.zone_of(from_node, c.topology_key), state.zone_of(to_node, c.topology_key)
+        if a == b:
+            continue
+        counts = spread_counts(state, key[0], pod, c, moved, cache)
+        if b is None or b not in counts:
+            return False, f"spread-unknown-domain-{c.topology_key}"
+        before = skew(counts)
+        counted = pod.phase == "Running" and pod.ready and a in counts and counts[a] > 0 and all(
+            pod.labels.get(k) == v for k, v in c.match_labels.items())
+        if counted:
+            counts[a] -= 1
+        counts[b] += 1
+        after = skew(counts)
+        if after > c.max_skew and after >= before:
+            return False, f"spread-{c.topology_key}"
+    return True, "ok"
+
+
+# ---------------------------------------------------------------- the shared pod-choice layer
+
+@dataclass
+class Target:
+    node: str
+    cpu_pct_after: float
+    mem_pct_after: float
+
+
+class Choice:
+    """One strategy's pod choices in the current tick, through every shared rule (reads the state,
+    never writes it; the planner records the decisions afterwards with :meth:`ClusterState.record`).
+
+    - :meth:`blocked`: evictable, metrics of the source present, not already moving this tick, pod
+      and workload cooldowns, the workload's backoff, and the window limits per node / namespace /
+      workload / total (decisions recorded in the window + those taken by this choice);
+    - :meth:`targets`: where it could go: node fit (requests incl. this tick's moves, taints,
+      selectors), metrics present, real usage after the move under the given bounds, no workload
+      kept apart from it there, and no new topology-spread violation;
+    - :meth:`prefer`: lower priority first, then workloads with healthy replicas on other nodes, then
+      pods (and workloads) not moved recently;
+    - :meth:`take`: book a move (requests and usage onto the target, counters).
+    """
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+        self.g = state.guard
+        self.now = state.tick_ts if state.tick_ts is not None else 0.0
+        self.moved: dict[Key, str] = {}
+        self.req: dict[str, tuple[float, float]] = {}
+        self.use: dict[str, tuple[float, float]] = {}
+        self.node_n: Counter[str] = Counter()
+        self.ns_n: Counter[str] = Counter()
+        self.wl_n: Counter[str] = Counter()
+        self.total = 0
+        for mv in state.moves:
+            if self.now - mv.made_at < self.g.window_s:
+                self.node_n[mv.from_node] += 1
+                self.ns_n[mv.pod[0]] += 1
+                self.wl_n[mv.workload] += 1
+                self.total += 1
+        for k, mv in state.planned.items():
+            self.moved[k] = mv.to_node or mv.from_node
+            if mv.to_node:
+                self._add(mv.to_node, mv.requests, mv.usage)
+        self._by_wl: dict[str, list[tuple[Key, PodSnapshot]]] | None = None
+        self.spread_cache: dict = {}  # spread counts for the current `moved` (cleared by take)
+
+    def _add(self, node: str, req: tuple[float, float], use: tuple[float, float]) -> None:
+        r, u = self.req.get(node, (0.0, 0.0)), self.use.get(node, (0.0, 0.0))
+        self.req[node] = (r[0] + req[0], r[1] + req[1])
+        self.use[node] = (u[0] + use[0], u[1] + use[1])
+
+    def blocked(self, key: Key, pod: PodSnapshot, node: str) -> str | None:
+        """Why this pod may not be chosen now, or None."""
+        ok, why = evictable(key, pod, self.state)
+        if not ok:
+            return why
+        assert pod.workload is not None
+        wl, g, now = pod.workload.key, self.g, self.now
+        if key in self.moved:
+            return "already-moving"
+        if self.state.sample(node) is None:
+            return "metrics-missing"
+        t = self.state.last_move_pod.get(key)
+        if t is not None and now - t < g.pod_cooldown_s:
+            return "pod-cooldown"
+        t = self.state.last_move_workload.get(wl)
+        if t is not None and now - t < g.workload_cooldown_s:
+            return "workload-cooldown"
+        if now < self.state.backoff_until.get(wl, -1.0):
+            return "workload-backoff"
+        if self.total >= g.max_total:
+            return "limit-total"
+        if self.node_n[node] >= g.max_per_node:
+            return "limit-node"
+        if self.ns_n[key[0]] >= g.max_per_namespace:
+            return "limit-namespace"
+        if self.wl_n[wl] >= g.max_per_workload:
+            return "limit-workload"
+        return None
+
+    def targets(self, key: Key, pod: PodSnapshot, from_node: str, usage: tuple[float, float],
+                *, max_cpu_pct: float | None = None, max_mem_pct: float | None = None,
+                nodes: list[str] | None = None) -> list[Target]:
+        """Nodes the pod could move to, best (lowest CPU after) first; empty = nowhere to go."""
+        st = self.state
+        apart = st.kept_apart_from(pod.workload.key) if pod.workload is not None else set()
+        max_cpu = self.g.hot_cpu_pct if max_cpu_pct is None else max_cpu_pct
+        out = []
+        for n in (st.ready_nodes() if nodes is None else nodes):
+            if n == from_node:
+                continue
+            smp = st.sample(n)
+            if smp is None or smp.cpu_allocatable <= 0 or smp.mem_allocatable <= 0:
+                continue  # hold: no fresh metrics for the target
+            u = self.use.get(n, (0.0, 0.0))
+            cpu_after = 100 * (smp.cpu_usage + u[0] + usage[0]) / smp.cpu_allocatable
+            mem_after = 100 * (smp.mem_usage + u[1] + usage[1]) / smp.mem_allocatable
+            if cpu_after >= max_cpu or (max_mem_pct is not None and mem_after > max_mem_pct):
+                continue
+            if not node_fit(pod, n, st, self.req.get(n, (0.0, 0.0)))[0]:
+                continue
+            if apart and self._hosts(n, apart):
+                continue
+            if not spread_move_ok(st, key, pod, from_node, n, self.moved, self.spread_cache)[0]:
+                continue
+            out.append(Target(n, cpu_after, mem_after))
+        out.sort(key=lambda t: (t.cpu_pct_after, t.node))
+        return out
+
+    def _hosts(self, node: str, workloads: set[str]) -> bool:
+        for k, p in self.state.pods_on(node):
+            if p.workload is not None and p.workload.key in workloads and self.moved.get(k, node) == node:
+                return True
+        for k, to in self.moved.items():
+            p = self.state.pods.get(k)
+            if to == node and p is not None and p.workload is not None and p.workload.key in workloads:
+                return True
+        return False
+
+    def healthy_elsewhere(self, key: Key, pod: PodSnapshot) -> int:
+        """Running, ready pods of the same workload on other nodes."""
+        if self._by_wl is None:
+            self._by_wl = {}
+            for k, p in sorted(self.state.pods.items()):
+                if p.workload is not None:
+                    self._by_wl.setdefault(p.workload.key, []).append((k, p))
+        if pod.workload is None:
+            return 0
+        return sum(1 for k, p in self._by_wl.get(pod.workload.key, [])
+                   if k != key and p.phase == "Running" and p.ready and p.node and p.node != pod.node)
+
+    def prefer(self, key: Key, pod: PodSnapshot) -> tuple[int, int, int]:
+        wl = pod.workload.key if pod.workload is not None else ""
+        recent = int(key in self.state.last_move_pod or wl in self.state.last_move_workload)
+        return (pod.priority, 0 if self.healthy_elsewhere(key, pod) else 1, recent)
+
+    def take(self, key: Key, pod: PodSnapshot, from_node: str, target: str, usage: tuple[float, float]) -> None:
+        self.moved[key] = target
+        index = self.spread_cache.get(("__labels__",))
+        self.spread_cache = {} if index is None else {("__labels__",): index}
+        self._add(target, (pod.requests.cpu_cores, pod.requests.mem_bytes), usage)
+        self.node_n[from_node] += 1
+        self.ns_n[key[0]] += 1
+        if pod.workload is not None:
+            self.wl_n[pod.workload.key] += 1
+        self.total += 1
+
+    def evidence(self, key: Key, pod: PodSnapshot, from_node: str) -> dict[str, float | int | str | bool | None]:
+        wl = pod.workload.key if pod.workload is not None else ""
+        return {"window_s": self.g.window_s, "window_moves_node": self.node_n[from_node],
+                "window_moves_workload": self.wl_n[wl], "window_moves_total": self.total,
+                "backoff_level": self.state.backoff_level.get(wl, 0),
+                "healthy_elsewhere": self.healthy_elsewhere(key, pod), "priority": pod.priority}

@@ -1,0 +1,105 @@
+"""Interference: act on confirmed interference anomalies (pure).
+
+Anomalies reach the state through :meth:`ClusterState.apply_anomaly` (``open`` ones are kept until
+``cleared``; each records the victim's and antagonists' workloads as a pair to keep apart, which
+every strategy's target choice honours for the guard's ``keep_apart_s``). For each open anomaly
+(oldest first) not yet acted on, with ``severity >= min_severity``:
+
+- the **antagonist** with the highest score (>= ``min_score``) still on the anomaly's node is
+  moved, unless its priority is higher than the victim's: then the **victim** is moved instead;
+- the mover goes through the shared :class:`~streams.core.state.Choice` (evictable, guard,
+  cooldowns, limits); the target must fit (requests, taints, selectors, topology spread), have
+  fresh metrics, not be hot, and host no pod of a workload kept apart from the mover (so the two
+  never meet again); with nowhere to go there is no decision; while the anomaly's node (or a
+  target) has no metrics in this tick, it holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kubetide.models import DescheduleDecision, PodRef, decision_id
+from streams.core.state import Choice, ClusterState
+
+NAME = "Interference"
+
+
+@dataclass(frozen=True)
+class InterferenceSettings:
+    enabled: bool = True
+    min_severity: float = 0.0
+    min_score: float = 0.0
+    max_anomaly_age_s: float = 1800.0
+    max_evictions_per_tick: int = 3
+    ttl_s: float = 300.0
+
+    def validate(self) -> None:
+        if self.min_severity < 0:
+            raise ValueError("min_severity: must be >= 0")
+        if self.min_score < 0:
+            raise ValueError("min_score: must be >= 0")
+        if self.max_anomaly_age_s <= 0:
+            raise ValueError("max_anomaly_age_s: must be > 0")
+        if self.max_evictions_per_tick < 1:
+            raise ValueError("max_evictions_per_tick: must be >= 1 (use enabled: false to stop)")
+        if self.ttl_s <= 0:
+            raise ValueError("ttl_s: must be > 0")
+
+
+def plan(state: ClusterState, s: InterferenceSettings) -> list[DescheduleDecision]:
+    now = state.tick_ts
+    if now is None or not s.enabled:
+        return []
+    choice = Choice(state)
+    decisions: list[DescheduleDecision] = []
+    for a in sorted(state.anomalies.values(), key=lambda x: (x.ts, x.id)):
+        if len(decisions) >= s.max_evictions_per_tick:
+            break
+        if a.id in state.acted or a.severity < s.min_severity or now - a.ts > s.max_anomaly_age_s:
+            continue
+        victim_key = (a.victim.namespace, a.victim.name)
+        victim = state.pods.get(victim_key)
+        if victim is None or victim.node != a.node:
+            continue  # the victim has gone: nothing to repair
+        on_node = [(x, (x.namespace, x.name)) for x in sorted(a.antagonists, key=lambda x: (-x.score, x.name))
+                   if x.score >= s.min_score]
+        on_node = [(x, k) for x, k in on_node if k in state.pods and state.pods[k].node == a.node]
+        if not on_node:
+            continue
+        suspect, ant_key = on_node[0]
+        antagonist = state.pods[ant_key]
+        if antagonist.priority > victim.priority:
+            key, pod, role, other = victim_key, victim, "victim", ant_key
+        else:
+            key, pod, role, other = ant_key, antagonist, "antagonist", victim_key
+        if choice.blocked(key, pod, a.node) is not None:
+            continue
+        smp = state.sample(a.node)
+        assert smp is not None
+        usage = smp.pods.get(key, (pod.requests.cpu_cores, pod.requests.mem_bytes))
+        fits = choice.targets(key, pod, a.node, usage)
+        if not fits:
+            continue
+        best = fits[0]
+        assert pod.workload is not None
+        evidence = choice.evidence(key, pod, a.node)
+        evidence.update({
+            "tick_ts": now, "anomaly_id": a.id, "anomaly_ts": a.ts, "metric": a.metric,
+            "severity": a.severity, "antagonist_score": suspect.score, "moved": role,
+            "victim": f"{victim_key[0]}/{victim_key[1]}", "antagonist": f"{ant_key[0]}/{ant_key[1]}",
+            "victim_priority": victim.priority, "antagonist_priority": antagonist.priority,
+            "pod_cpu_cores": usage[0], "pod_mem_bytes": usage[1], "targets": len(fits),
+            "best_target": best.node, "best_target_cpu_pct_after": round(best.cpu_pct_after, 3),
+        })
+        decisions.append(DescheduleDecision(
+            id=decision_id(NAME, now, a.id, key[0], key[1], state.pod_uids.get(key)),
+            made_at=now, expires_at=now + s.ttl_s, strategy=NAME,
+            reason=(f"interference on {a.node}: {ant_key[0]}/{ant_key[1]} hurts {victim_key[0]}/{victim_key[1]} "
+                    f"({a.metric}, severity {a.severity:.2f}); moving the {role} {key[0]}/{key[1]} to a node "
+                    f"without {other[0]}/{other[1]}'s workload"),
+            evidence=evidence,
+            pod=PodRef(namespace=key[0], name=key[1], uid=state.pod_uids.get(key), node=a.node, app=pod.app),
+            workload=pod.workload, from_node=a.node, to_nodes=[t.node for t in fits],
+        ))
+        choice.take(key, pod, a.node, best.node, usage)
+    return decisions
