@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from kubetide.quantity import format_cpu, format_kibibytes, format_memory, format_nanocores
+
 from .model import HPA, PDB, Cluster, Deployment, Namespace, Node, Pod, ReplicaSet
-from .quantity import format_cpu, format_kibibytes, format_memory, format_nanocores
 
 DEFAULT_TOLERATIONS = [
     {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",

@@ -113,7 +113,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .quantity import parse_quantity
+from kubetide.quantity import parse_quantity
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -10,8 +10,8 @@ import pytest
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from kubesim.quantity import parse_quantity
 from kubesim.scenario import PDBSpec
+from kubetide.quantity import parse_quantity
 
 try:  # the lead's conftest may import these too; both paths give the same fixtures
     from tests.kubesim_fixtures import kubesim, kubesim_api

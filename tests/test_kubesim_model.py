@@ -17,9 +17,9 @@ import yaml
 
 from kubesim.kubeconfig import write_kubeconfig
 from kubesim.model import Cluster
-from kubesim.quantity import format_cpu, format_memory, parse_quantity
 from kubesim.scenario import SCENARIO_DIR, ScenarioError, load_scenario
 from kubesim.server import KubeSim
+from kubetide.quantity import format_cpu, format_memory, parse_quantity
 
 ROOT = Path(__file__).resolve().parents[1]
 

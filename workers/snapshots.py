@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from kubetide import models as m
+from kubetide.quantity import quantity
 from workers.kube import parse_timestamp
-from workers.quantity import quantity
 
 KEPT_ANNOTATIONS = ("controller.kubernetes.io/pod-deletion-cost",
                     "cluster-autoscaler.kubernetes.io/safe-to-evict")
