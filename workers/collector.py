@@ -80,8 +80,7 @@ from workers.common import (
     create_topics,
     load_settings,
     make_producer,
-    run_main,
-    setup_logging_once,
+    run_worker,
     worker_id,
 )
 from workers.kube import (
@@ -548,26 +547,7 @@ async def amain(args: argparse.Namespace, stop: asyncio.Event) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    setup_logging_once(getattr(args, "log_level", None))
-    try:  # configuration problems: a clear message, exit code 2
-        settings_from(args)
-        bootstrap_from(args)
-    except ValueError as exc:
-        log.error("%s", exc)
-        return 2
-    try:
-        return run_main(lambda stop: amain(args, stop), "collector", args)
-    except FileNotFoundError as exc:
-        log.error("%s", exc)
-        return 2
-    except Exception as exc:
-        from aiokafka.errors import KafkaError as _KafkaError
-
-        if isinstance(exc, _KafkaError):
-            log.error("collector: Kafka problem: %s", exc)
-        else:
-            log.exception("collector failed")
-        return 1
+    return run_worker(args, "collector", settings_from, amain)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -133,3 +133,29 @@ def run_main(main: Callable[[asyncio.Event], Awaitable[int]], name: str,
             from kubetide import metrics
 
             metrics.set_worker_down()
+
+
+def run_worker(args: argparse.Namespace, name: str, validate: Callable[[argparse.Namespace], object],
+               amain: Callable[[argparse.Namespace, asyncio.Event], Awaitable[int]]) -> int:
+    """The blocking entry point shared by the workers: exit 2 on configuration problems (with a
+    clear message), 1 on a runtime failure, else what ``amain`` returns."""
+    setup_logging_once(getattr(args, "log_level", None))
+    try:  # configuration problems: a clear message, exit code 2
+        validate(args)
+        bootstrap_from(args)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    try:
+        return run_main(lambda stop: amain(args, stop), name, args)
+    except FileNotFoundError as exc:
+        log.error("%s", exc)
+        return 2
+    except Exception as exc:
+        from aiokafka.errors import KafkaError
+
+        if isinstance(exc, KafkaError):
+            log.error("%s: Kafka problem: %s", name, exc)
+        else:
+            log.exception("%s failed", name)
+        return 1
