@@ -12,15 +12,20 @@ functions the workers and the faust agents call, in the order they call them:
 - **collector**, metrics side: after each tick, metrics.k8s.io JSON of every node and pod
   (:func:`kubesim.render.node_metrics` / ``pod_metrics``) → :func:`workers.snapshots.join_pod_metrics`
   + :func:`workers.snapshots.node_metrics_message` → one ``ClusterMetrics`` per node, nodes in the
-  Cluster's order, skipped when its timestamp did not advance (the collector's rule).
+  Cluster's order, skipped when its timestamp did not advance (the collector's rule). Where the
+  cluster measures CPI / latency (kubesim), the values the custom metrics API would serve (placed,
+  running, non-daemon pods, rounded to milli-units) fill ``pods.cpi`` / ``pods.latency_ms`` through
+  the same ``node_metrics_message(..., custom)`` and column rule as the collector.
 - **stream worker**: each event → :func:`streams.core.messages.forward_event` → ``Planner.handle``
   (and :func:`~streams.core.messages.app_requests` → the app's profile state); each metrics
   message → :func:`~streams.core.messages.split_metrics` → samples to the per-app
   :class:`~streams.core.profile.AppProfileState` (``should_emit`` / ``profile_message`` as the
-  ``profiler`` agent), the node summary → ``Planner.handle``. The planner is built with
-  ``streams.agents._new_planner`` from the same :class:`~streams.core.settings.StreamsSettings`.
-  Every message goes through the codec (``encode`` then ``decode``), as on Kafka, unless
-  ``codec=False``.
+  ``profiler`` agent), the node summary → ``Planner.handle``; with interference on, each metrics
+  message first goes through :func:`streams.core.interference.update` (the ``interference``
+  agent) and each anomaly → :func:`~streams.core.messages.forward_anomaly` → ``Planner.apply_anomaly``.
+  The planner is built with ``streams.agents._new_planner`` from the same
+  :class:`~streams.core.settings.StreamsSettings`. Every message goes through the codec (``encode``
+  then ``decode``), as on Kafka, unless ``codec=False``.
 - **actuator** (:class:`OfflineActuator`): the actuator's rules on the Cluster's API: protected
   namespace; the live pod read (rendered JSON) and ``EvictHandler._check`` itself (expiry
   against the cluster's time, gone / terminating, uid and node re-check, opt-out annotation,
@@ -53,7 +58,14 @@ from kubesim.model import Cluster
 from kubetide import models as m
 from kubetide import topics
 from kubetide.codec import decode, encode
-from streams.core.messages import AppSamples, PlannerInput, app_requests, forward_event, split_metrics
+from streams.core.messages import (
+    AppSamples,
+    PlannerInput,
+    app_requests,
+    forward_anomaly,
+    forward_event,
+    split_metrics,
+)
 from streams.core.planner import Planner
 from streams.core.profile import AppProfileState, profile_message, should_emit
 from streams.core.settings import StreamsSettings
@@ -280,6 +292,7 @@ class OfflineKubetide:
                      if p.node_name and p.phase == "Running"]
         node_items = [render.node_metrics(n, c) for n in sorted(c.nodes.values(), key=lambda n: n.name)]
         by_node, _ = snap.join_pod_metrics(pod_items, self.objects["Pod"])
+        custom = self._custom_values() if self.interference else None
         out = []
         for item in node_items:
             name = item["metadata"]["name"]
@@ -290,20 +303,21 @@ class OfflineKubetide:
             last = self._last_metrics_ts.get(name)
             if ts is None or (last is not None and ts <= last):
                 continue
-            msg = snap.node_metrics_message(item, node_ev.node, by_node.get(name, []), ts, 10.0)
-            if self.interference:
-                msg = self._with_cpi(msg)
+            msg = snap.node_metrics_message(item, node_ev.node, by_node.get(name, []), ts, 10.0, custom)
             out.append(msg)
             self._last_metrics_ts[name] = ts
         return out
 
-    def _with_cpi(self, msg: m.ClusterMetrics) -> m.ClusterMetrics:
-        """CPI and latency columns from the simulated pods (what a collector reading the custom
-        metrics API would add; today's collector does not, so the online run has none)."""
-        pods = [self.cluster.pods.get(k) for k in zip(msg.pods.namespace, msg.pods.name, strict=True)]
-        cpi = [float(getattr(p, "cpi", 0.0) or 0.0) if p is not None else 0.0 for p in pods]
-        lat = [float(getattr(p, "latency_ms", 0.0) or 0.0) if p is not None else 0.0 for p in pods]
-        return msg.model_copy(update={"pods": msg.pods.model_copy(update={"cpi": cpi, "latency_ms": lat})})
+    def _custom_values(self) -> dict[str, dict[tuple[str, str], float]]:
+        """What the collector reads from the custom metrics API (kubesim serves it for running,
+        placed, non-daemon pods), through the same column rule (:func:`workers.snapshots.custom_columns`)."""
+        pods = [p for p in self.cluster.pods.values() if p.node_name and p.phase == "Running"
+                and not getattr(p, "daemon", False)]
+        out: dict[str, dict[tuple[str, str], float]] = {}
+        for metric in snap.CUSTOM_POD_METRICS:
+            vals = {(p.namespace, p.name): round(float(getattr(p, metric, 0.0) or 0.0), 3) for p in pods}
+            out[metric] = {k: v for k, v in vals.items() if v > 0}
+        return out
 
     # ------------------------------------------------------------------ stream worker
 
@@ -340,9 +354,14 @@ class OfflineKubetide:
 
         st = self._istate.get(cm.node)
         if st is None:
-            st = self._istate[cm.node] = interference.NodeState(node=cm.node)
+            st = self._istate[cm.node] = interference.NodeState(
+                getattr(self.settings, "interference", None) or interference.InterferenceSettings(), node=cm.node)
         for a in interference.update(st, cm):
-            self.anomalies.append(self._roundtrip(topics.ANOMALIES, a) if self.codec else a)
+            a = self._roundtrip(topics.ANOMALIES, a) if self.codec else a
+            self.anomalies.append(a)
+            # as the interference agent: also to the planner (PlannerInput kind "anomaly")
+            msg = self._roundtrip(topics.PLANNER_INPUT, forward_anomaly(a))
+            self.planner.apply_anomaly(msg.anomaly)
 
     # ------------------------------------------------------------------ one tick
 

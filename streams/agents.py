@@ -17,12 +17,15 @@ becomes a ``deadletter`` message (key = origin topic) and the agent goes on with
   of the apps it profiles): with several workers each sees only its own partitions' share.
 - ``interference`` on ``cluster.metrics`` (key node): per-node
   :class:`~streams.core.interference.NodeState` **in memory** (bounded ring buffers), each scrape
-  through :func:`~streams.core.interference.update`, the anomalies → ``anomalies`` (key node). A
+  through :func:`~streams.core.interference.update`, the anomalies → ``anomalies`` (key node) and,
+  as ``PlannerInput`` kind ``anomaly``, → planner-input (key ``cluster``). A
   partition move moves a node with it; the new owner re-learns the node's normals within
   ``warmup`` scrapes. Undecodable input is dead-lettered once, by ``split-metrics``; this agent
   skips it (and dead-letters only its own processing errors).
 - ``planner`` on planner-input (one partition → one active planner): in-memory
-  :class:`~streams.core.planner.Planner`. It is rebuilt, not restored, after a restart or when
+  :class:`~streams.core.planner.Planner`; kind ``anomaly`` goes to ``Planner.apply_anomaly`` (the
+  Interference strategy acts on it at the next tick), the other kinds to ``Planner.handle``. It
+  is rebuilt, not restored, after a restart or when
   the partition comes back to this worker: the collector's periodic ``SYNC`` events restate every
   object and ``consecutive`` fresh ticks are needed before a node is a source again.
 """
@@ -41,7 +44,14 @@ from kubetide.codec import DecodeError, dead_letter_for, decode, encode
 from streams import metrics
 from streams.core.interference import Advisor, InterferenceSettings, NodeState
 from streams.core.interference import update as interference_update
-from streams.core.messages import AppSamples, PlannerInput, app_requests, forward_event, split_metrics
+from streams.core.messages import (
+    AppSamples,
+    PlannerInput,
+    app_requests,
+    forward_anomaly,
+    forward_event,
+    split_metrics,
+)
 from streams.core.planner import Planner
 from streams.core.profile import AppProfileState, profile_message, should_emit, state_key
 from streams.core.settings import StreamsSettings
@@ -159,6 +169,7 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
                     advisor.add_anomaly(a)
                     catalogue.observe_anomaly(a)
                     await t_anomalies.send(key=a.node.encode(), value=encode(a))
+                    await t_planner.send(key=CLUSTER_KEY, value=encode(forward_anomaly(a)))
                     log.info("anomaly %s %s: %s/%s %s on %s", a.id, a.state, a.victim.namespace, a.victim.name,
                              a.metric, a.node)
             except Exception as exc:
@@ -174,6 +185,10 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
                 msg = decode(topics.PLANNER_INPUT, event.value)
                 assert isinstance(msg, PlannerInput)
                 pl: Planner = holder["planner"]
+                if msg.kind == "anomaly":
+                    assert msg.anomaly is not None
+                    pl.apply_anomaly(msg.anomaly)
+                    continue
                 before = pl.ticks_planned
                 for d in pl.handle(msg):
                     await t_decisions.send(key=d.workload.key.encode(), value=encode(d))

@@ -186,3 +186,55 @@ def test_settings_and_helpers():
     rs = {"metadata": {"name": "p", "namespace": "n", "labels": {"pod-template-hash": "abc"},
                        "ownerReferences": [{"kind": "ReplicaSet", "name": "rs-x", "controller": True}]}}
     assert pod_workload(rs).kind == "ReplicaSet"  # name does not end in the hash: a bare ReplicaSet
+
+
+async def test_metrics_carry_cpi_and_latency_when_the_custom_metrics_api_serves_them(kafka, producer):
+    async with KubeSim("interference", speed=0) as sim:
+        await sim.advance(60)
+        c = sim.cluster
+        a = await new_api_client(str(sim.kubeconfig_path))
+        try:
+            collector = Collector(a, producer, CollectorSettings(metrics_interval_s=0.2))
+            async with TopicReader(kafka, CLUSTER_METRICS) as metrics, running(collector.run):
+                msgs = await metrics.wait_for(lambda v: isinstance(v, m.ClusterMetrics), len(c.nodes))
+            assert collector.custom_available == ("cpi", "latency_ms")
+            measured = 0
+            for msg in msgs:
+                assert msg.pods.cpi is not None and msg.pods.latency_ms is not None, msg.node
+                for ns, name, cpi, lat in zip(msg.pods.namespace, msg.pods.name, msg.pods.cpi, msg.pods.latency_ms,
+                                              strict=True):
+                    p = c.pods[(ns, name)]
+                    if p.daemon:  # kubesim (like an adapter without series for them) serves no value: 0.0
+                        assert cpi == 0.0 and lat == 0.0
+                    else:
+                        assert cpi == pytest.approx(p.cpi, abs=1e-3) and cpi > 0
+                        assert lat == pytest.approx(p.latency_ms, abs=1e-3)
+                        measured += 1
+            assert measured >= 3
+        finally:
+            await a.close()
+
+
+async def test_custom_metrics_disabled_leaves_the_columns_out(sim, api, kafka, producer):
+    collector = Collector(api, producer, CollectorSettings(metrics_interval_s=0.2, custom_metrics=()))
+    async with TopicReader(kafka, CLUSTER_METRICS) as metrics, running(collector.run):
+        msgs = await metrics.wait_for(lambda v: isinstance(v, m.ClusterMetrics), len(sim.cluster.nodes))
+    assert all(v.pods.cpi is None and v.pods.latency_ms is None for v in msgs)
+    assert collector.custom_available == ()
+
+
+def test_custom_column_rule():
+    from workers.snapshots import custom_columns, custom_metric_values
+
+    items = [{"describedObject": {"kind": "Pod", "namespace": "a", "name": "p1"}, "value": "1500m"},
+             {"describedObject": {"kind": "Pod", "namespace": "a", "name": "p2"}, "value": "0"},
+             {"describedObject": {"kind": "Service", "namespace": "a", "name": "s"}, "value": "3"},
+             {"describedObject": {"kind": "Pod", "namespace": "a", "name": "p3"}, "value": "junk"}]
+    assert custom_metric_values(items) == {("a", "p1"): 1.5}
+    rows = [("a", "p1", "x", 1.0, 1.0), ("a", "p2", "x", 1.0, 1.0), ("b", "q", "y", 1.0, 1.0)]
+    cols = custom_columns(rows, {"cpi": {("a", "p1"): 1.5}, "latency_ms": {("b", "other"): 9.0}})
+    # present when at least one pod of the node has a value; the others are 0.0 ("not measured")
+    assert cols == {"cpi": [1.5, 0.0, 0.0]}
+    assert custom_columns(rows, None) == {} and custom_columns(rows, {"cpi": {}}) == {}
+    with pytest.raises(ValueError, match="custom_metrics"):
+        CollectorSettings(custom_metrics=("ipc",)).validate()

@@ -30,6 +30,7 @@ RBAC: dict[str, set[tuple[str, str, str]]] = {
         *{("policy", "poddisruptionbudgets", v) for v in ("get", "list", "watch")},
         *{("apps", r, v) for r in ("deployments", "replicasets") for v in ("get", "list", "watch")},
         *{("metrics.k8s.io", r, v) for r in ("pods", "nodes") for v in ("get", "list")},
+        ("custom.metrics.k8s.io", "pods/cpi", "get"), ("custom.metrics.k8s.io", "pods/latency_ms", "get"),
     },
     "kubetide-actuator": {
         ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "patch"), ("", "pods/eviction", "create"),

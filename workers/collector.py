@@ -14,6 +14,13 @@ What it does
   per node (columnar pod samples; key = node). The message's ``ts`` is the node metrics'
   ``timestamp`` (cluster time); a node whose timestamp did not advance since the last
   scrape is skipped.
+- Custom pod metrics (``cpi``, ``latency_ms``): when the cluster serves them through the custom
+  metrics API (custom.metrics.k8s.io/v1beta2, e.g. prometheus-adapter), each metrics poll also
+  reads ``namespaces/{ns}/pods/*/{metric}`` for every namespace with pods (the adapter has no
+  all-namespaces form) and fills ``pods.cpi`` / ``pods.latency_ms``. Which metrics are served is
+  read from discovery at the first poll and every ``custom_metrics_discovery_s``; absence is normal
+  (logged once at INFO). Column rule (:func:`workers.snapshots.custom_columns`): a node's column
+  is present when at least one of its pods has a value; pods without one get 0.0 ("not measured").
 - Event time: ``ts`` of every cluster.events message is the latest cluster time seen (the
   ``Date`` header of API responses, or a metrics timestamp); the local clock is used only
   before the cluster's time is known.
@@ -52,6 +59,8 @@ Settings (``collector:`` section; defaults in brackets)
   node labels read, in order, for ``NodeSnapshot.node_group``.
 - ``backoff_initial_s`` [0.5] / ``backoff_max_s`` [30.0]: jittered exponential backoff on API errors.
 - ``request_timeout_s`` [30.0]: timeout of list / metrics requests.
+- ``custom_metrics`` [cpi, latency_ms]: custom pod metrics read with each metrics poll ([] = none).
+- ``custom_metrics_discovery_s`` [300.0]: seconds between discovery checks of the custom metrics API.
 """
 
 from __future__ import annotations
@@ -97,6 +106,7 @@ from workers.kube import (
 log = logging.getLogger("kubetide.collector")
 
 ALL_KINDS = ("Pod", "Node", "PodDisruptionBudget", "Deployment", "Namespace")
+CUSTOM_GROUP, CUSTOM_VERSION = "custom.metrics.k8s.io", "v1beta2"
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,8 @@ class CollectorSettings:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     request_timeout_s: float = 30.0
+    custom_metrics: tuple[str, ...] = snap.CUSTOM_POD_METRICS
+    custom_metrics_discovery_s: float = 300.0
 
     def validate(self) -> None:
         if self.metrics_interval_s <= 0:
@@ -130,6 +142,12 @@ class CollectorSettings:
             raise ValueError("backoff_initial_s: must be > 0 and <= backoff_max_s")
         if self.request_timeout_s <= 0:
             raise ValueError("request_timeout_s: must be > 0")
+        bad = [x for x in self.custom_metrics if x not in snap.CUSTOM_POD_METRICS]
+        if bad:
+            raise ValueError(f"custom_metrics: unknown metric(s) {', '.join(bad)} "
+                             f"(known: {', '.join(snap.CUSTOM_POD_METRICS)})")
+        if self.custom_metrics_discovery_s <= 0:
+            raise ValueError("custom_metrics_discovery_s: must be > 0")
 
 
 class Gone(Exception):
@@ -185,6 +203,9 @@ class Collector:
         self._last_metrics_ts: dict[str, float] = {}
         self._pending: set[asyncio.Future] = set()
         self._send_errors = 0
+        self.custom_available: tuple[str, ...] = ()  # custom pod metrics the cluster serves (last discovery)
+        self._custom_checked: float | None = None  # monotonic time of the last discovery
+        self._custom_logged: tuple[str, ...] | None = None
 
     # ---------------------------------------------------------------- time and output
 
@@ -460,11 +481,76 @@ class Collector:
         self.clock.observe(headers)
         return data if isinstance(data, dict) else {}
 
+    async def discover_custom_metrics(self) -> tuple[str, ...]:
+        """Which of ``settings.custom_metrics`` the cluster serves (``pods/<metric>`` in discovery)."""
+        served: set[str] = set()
+        try:
+            res = await client.CustomObjectsApi(self.api).get_api_resources(
+                CUSTOM_GROUP, CUSTOM_VERSION, _request_timeout=self.settings.request_timeout_s)
+            served = {r.name.split("/", 1)[1] for r in res.resources or [] if r.name.startswith("pods/")}
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if getattr(exc, "status", None) not in (404, 503) and not is_retryable(exc):
+                log.info("custom metrics discovery failed (%s); treating as absent", describe(exc))
+        avail = tuple(x for x in self.settings.custom_metrics if x in served)
+        if avail != self._custom_logged:
+            if avail:
+                log.info("custom metrics API serves pod metrics %s: reading them with each metrics poll",
+                         ", ".join(avail))
+            else:
+                log.info("no custom pod metrics (%s) served by %s/%s: CPI / latency columns stay empty",
+                         ", ".join(self.settings.custom_metrics), CUSTOM_GROUP, CUSTOM_VERSION)
+            self._custom_logged = avail
+        self.custom_available = avail
+        return avail
+
+    async def _custom_list(self, namespace: str, metric: str) -> list:
+        resp = await self.api.call_api(
+            f"/apis/{CUSTOM_GROUP}/{CUSTOM_VERSION}/namespaces/{{namespace}}/pods/*/{metric}", "GET",
+            path_params={"namespace": namespace}, header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"], _preload_content=False,
+            _request_timeout=self.settings.request_timeout_s)
+        try:
+            if resp.status == 404:  # no series for this namespace: normal
+                return []
+            await raise_for_status(resp)
+            return orjson.loads(await resp.read()).get("items") or []
+        finally:
+            resp.release()
+
+    async def custom_values(self, namespaces: set[str]) -> dict[str, dict[tuple[str, str], float]]:
+        """Custom pod metrics of ``namespaces`` (metric → (namespace, pod) → value); {} when none served.
+
+        A failing request loses that namespace's values for this poll only (logged at DEBUG)."""
+        if not self.settings.custom_metrics:
+            return {}
+        now = time.monotonic()
+        if self._custom_checked is None or now - self._custom_checked >= self.settings.custom_metrics_discovery_s:
+            self._custom_checked = now
+            await self.discover_custom_metrics()
+        out: dict[str, dict[tuple[str, str], float]] = {}
+        for metric in self.custom_available:
+            values: dict[tuple[str, str], float] = {}
+            for ns in sorted(namespaces):
+                try:
+                    values.update(snap.custom_metric_values(await self._custom_list(ns, metric)))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self.stats["custom_metrics_errors"] += 1
+                    level = logging.WARNING if self.stats["custom_metrics_errors"] == 1 else logging.DEBUG
+                    log.log(level, "custom metric %s in namespace %s unreadable (%s); its pods get no value "
+                            "this poll (needs get on custom.metrics.k8s.io pods/*)", metric, ns, describe(exc))
+            out[metric] = values
+        return out
+
     async def scrape(self) -> int:
         """One metrics poll: one ClusterMetrics per node whose timestamp advanced. Returns messages sent."""
         node_items = (await self._metrics_list("nodes")).get("items") or []
         pod_items = (await self._metrics_list("pods")).get("items") or []
         pods_state = self.objects.get("Pod", {})
+        custom = await self.custom_values({ns for ns, _ in pods_state if ns})
         nodes_state = self.objects.get("Node", {})
         by_node, unjoined = snap.join_pod_metrics(pod_items, pods_state)
         sent = skipped = 0
@@ -482,7 +568,7 @@ class Collector:
                 skipped += 1
                 continue
             msg = snap.node_metrics_message(item, node_ev.node, by_node.get(name, []), ts,
-                                            self.settings.metrics_interval_s)
+                                            self.settings.metrics_interval_s, custom)
             await self._send(CLUSTER_METRICS, name, encode(msg))
             self._last_metrics_ts[name] = ts
             self.clock.observe_ts(ts)

@@ -10,6 +10,7 @@ pod's hash is reported as a bare ReplicaSet workload.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from kubetide import models as m
@@ -264,9 +265,54 @@ def join_pod_metrics(pod_items: list, pods: Any) -> tuple[dict[str, list[PodRow]
     return by_node, unjoined
 
 
+CUSTOM_POD_METRICS = ("cpi", "latency_ms")  # the PodSamples columns filled from custom.metrics.k8s.io
+CustomValues = Mapping[str, Mapping[tuple[str, str], float]]  # metric -> (namespace, pod) -> value
+
+
+def custom_metric_values(items: list) -> dict[tuple[str, str], float]:
+    """A custom.metrics.k8s.io ``MetricValueList``'s items → ``(namespace, pod)`` → value.
+
+    Items that do not describe a Pod, or whose value is missing, unreadable, not finite or ≤ 0, are
+    left out (a value ≤ 0 means "not measured" to the interference detector anyway)."""
+    out: dict[tuple[str, str], float] = {}
+    for it in items or []:
+        if not isinstance(it, dict):
+            continue
+        obj = it.get("describedObject") or {}
+        if (obj.get("kind") or "Pod") != "Pod" or not obj.get("name"):
+            continue
+        try:
+            v = quantity(it.get("value"))
+        except Exception:
+            continue
+        if v == v and v not in (float("inf"), float("-inf")) and v > 0:
+            out[(obj.get("namespace") or "", obj["name"])] = float(v)
+    return out
+
+
+def custom_columns(rows: list[PodRow], custom: CustomValues | None) -> dict[str, list[float]]:
+    """The ``cpi`` / ``latency_ms`` columns of one node's (sorted) rows.
+
+    Column rule: a metric's column is present on a node when **at least one** of the node's pods has
+    a value; pods without one get ``0.0``, which the model allows (NaN is not) and which
+    :mod:`streams.core.interference` reads as "not measured" (its rule: a value ≤ 0 or missing). A node
+    none of whose pods has a value has no column (``None``)."""
+    cols: dict[str, list[float]] = {}
+    for metric, values in (custom or {}).items():
+        if metric not in CUSTOM_POD_METRICS or not values:
+            continue
+        col = [float(values.get((r[0], r[1]), 0.0)) for r in rows]
+        if any(v > 0 for v in col):
+            cols[metric] = col
+    return cols
+
+
 def node_metrics_message(item: dict, node: m.NodeSnapshot, rows: list[PodRow], ts: float,
-                         default_window_s: float) -> m.ClusterMetrics:
-    """One NodeMetrics item + its node's snapshot + its pods' rows → one ``cluster.metrics`` message."""
+                         default_window_s: float, custom: CustomValues | None = None) -> m.ClusterMetrics:
+    """One NodeMetrics item + its node's snapshot + its pods' rows → one ``cluster.metrics`` message.
+
+    ``custom`` (optional): custom pod metrics by name (``cpi``, ``latency_ms``) → ``(namespace, pod)``
+    → value; they fill the ``pods.cpi`` / ``pods.latency_ms`` columns by :func:`custom_columns`' rule."""
     usage = item.get("usage") or {}
     rows = sorted(rows)
     return m.ClusterMetrics(
@@ -276,4 +322,4 @@ def node_metrics_message(item: dict, node: m.NodeSnapshot, rows: list[PodRow], t
         node_allocatable=node.allocatable,
         pods=m.PodSamples(namespace=[r[0] for r in rows], name=[r[1] for r in rows],
                           app=[r[2] for r in rows], cpu_cores=[r[3] for r in rows],
-                          mem_bytes=[r[4] for r in rows]))
+                          mem_bytes=[r[4] for r in rows], **custom_columns(rows, custom)))

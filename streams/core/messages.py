@@ -4,7 +4,9 @@
   node scrape, or (with empty sample arrays) the per-pod requests of the app learned from a
   Pod event, so that the profiler, partitioned by app, knows requests without a cluster view.
 - ``kubetide.internal.planner-input`` (one partition, key ``cluster``): :class:`PlannerInput`,
-  either a :class:`NodeSummary` of one node scrape or a forwarded ``ClusterEvent``.
+  a :class:`NodeSummary` of one node scrape (kind ``node``), a forwarded ``ClusterEvent`` (kind
+  ``event``) or a forwarded interference ``Anomaly`` (kind ``anomaly``, for
+  :meth:`streams.core.planner.Planner.apply_anomaly`).
 
 Both are registered with :func:`kubetide.codec.register`, so agents decode them with the one codec.
 """
@@ -17,7 +19,7 @@ from pydantic import Field, model_validator
 
 from kubetide import topics
 from kubetide.codec import register
-from kubetide.models import ClusterEvent, ClusterMetrics, Message, Model, Resources, Timestamp
+from kubetide.models import Anomaly, ClusterEvent, ClusterMetrics, Message, Model, Resources, Timestamp
 
 
 @register
@@ -69,14 +71,17 @@ class PlannerInput(Message):
     SCHEMA_NAME: ClassVar[str] = topics.PLANNER_INPUT
 
     ts: Timestamp = Field(ge=0)
-    kind: Literal["node", "event"]
+    kind: Literal["node", "event", "anomaly"]
     node: NodeSummary | None = None
     event: ClusterEvent | None = None
+    anomaly: Anomaly | None = None
 
     @model_validator(mode="after")
     def _one_payload(self) -> PlannerInput:
-        if (self.kind == "node") != (self.node is not None) or (self.kind == "event") != (self.event is not None):
-            raise ValueError("kind 'node' carries exactly 'node', kind 'event' exactly 'event'")
+        if ((self.kind == "node") != (self.node is not None) or (self.kind == "event") != (self.event is not None)
+                or (self.kind == "anomaly") != (self.anomaly is not None)):
+            raise ValueError("kind 'node' carries exactly 'node', kind 'event' exactly 'event', "
+                             "kind 'anomaly' exactly 'anomaly'")
         return self
 
 
@@ -117,3 +122,7 @@ def app_requests(ev: ClusterEvent) -> AppSamples | None:
 
 def forward_event(ev: ClusterEvent) -> PlannerInput:
     return PlannerInput(ts=ev.ts, kind="event", event=ev)
+
+
+def forward_anomaly(a: Anomaly) -> PlannerInput:
+    return PlannerInput(ts=a.ts, kind="anomaly", anomaly=a)
