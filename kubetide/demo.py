@@ -33,7 +33,7 @@ from rich.table import Table
 from kubetide import topics
 from kubetide.codec import DecodeError, decode
 from kubetide.log import setup_logging
-from kubetide.procs import ManagedProcess, ProcessGroup, kubetide_argv
+from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
 
 log = logging.getLogger("kubetide.demo")
 
@@ -110,16 +110,6 @@ async def _inject_bad_input(bootstrap: str) -> int:
     finally:
         await producer.stop()
     return 2
-
-
-def _wait_file(path: Path, proc: ManagedProcess, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited (code {proc.returncode()}):\n{proc.tail()}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{proc.name} not ready after {timeout:.0f}s:\n{proc.tail()}")
-        time.sleep(0.05)
 
 
 def _spread(status: dict[str, Any]) -> dict[str, float]:
@@ -259,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         if args.seed is not None:
             sim_args += ["--seed", str(args.seed)]
         sim = group.add(ManagedProcess("kubesim", kubetide_argv(*sim_args), run_dir / "kubesim.log"))
-        _wait_file(sim_ready, sim, 60)
+        sim.wait_for_file(sim_ready, 60)
         import orjson
 
         sim_url = orjson.loads(sim_ready.read_bytes())["url"]
@@ -268,11 +258,7 @@ def run(args: argparse.Namespace) -> int:
         common = ["--bootstrap-servers", bootstrap]
         env = {"KUBETIDE_LOG_LEVEL": args.log_level,
                "KUBETIDE_METRICS_PORT": os.environ.get("KUBETIDE_METRICS_PORT", "0")}
-        streams_ready = run_dir / "streams.ready.json"
-        streams = group.add(ManagedProcess(
-            "streams", kubetide_argv("streams", *common, "--web-port", "0", "--data-dir", str(run_dir / "streams"),
-                                     "--ready-file", str(streams_ready)),
-            run_dir / "streams.log", env=env))
+        streams, streams_ready = add_streams_worker(group, bootstrap, run_dir, env=env)
         group.add(ManagedProcess("collector", kubetide_argv("collector", *common, "--kubeconfig", str(kubeconfig),
                                                             "--metrics-interval", str(max(args.pace / 2, 0.02))),
                                  run_dir / "collector.log", env=env))
@@ -280,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
         group.add(ManagedProcess("actuator", kubetide_argv(*act), run_dir / "actuator.log", env=env))
         console.print(f"collector, stream worker and actuator started; logs in {run_dir}")
         with console.status("waiting for the stream worker to join its consumer group…"):
-            _wait_file(streams_ready, streams, 90)
+            streams.wait_for_file(streams_ready, 90)
         res = asyncio.run(_drive(args, sim_url, bootstrap, group, console))
         console.print(_table(res, args))
         return 0

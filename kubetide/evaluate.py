@@ -442,19 +442,6 @@ def run_online(scenario: Any, seed: int | None, ticks: int, progress: Progress |
             broker.stop()
 
 
-async def _wait_file(path: Path, proc: Any, limit_s: float) -> None:
-    import asyncio
-
-    timeout = limit_s
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(path.exists):
-        if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited (code {proc.returncode()}):\n{proc.tail()}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{proc.name} not ready after {timeout:.0f}s:\n{proc.tail()}")
-        await asyncio.sleep(0.05)
-
-
 async def _online(scenario: Any, seed: int | None, ticks: int, progress: Progress | None, run_dir: Path,
                   settle_s: float, bootstrap: str, config_path: str | None) -> dict[str, Any]:
     import asyncio
@@ -469,7 +456,7 @@ async def _online(scenario: Any, seed: int | None, ticks: int, progress: Progres
     from kubetide.codec import DecodeError, decode
     from kubetide.kafka import ensure_topics
     from kubetide.offline import decision_key
-    from kubetide.procs import ManagedProcess, ProcessGroup, kubetide_argv
+    from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
 
     await ensure_topics(bootstrap, topics.TOPICS)
     cluster = Cluster(scenario, seed=seed)
@@ -492,11 +479,8 @@ async def _online(scenario: Any, seed: int | None, ticks: int, progress: Progres
     try:
         common = ["--bootstrap-servers", bootstrap] + (["--config", config_path] if config_path else [])
         env = {"KUBETIDE_LOG_LEVEL": "INFO"}
-        ready = run_dir / "streams.ready.json"
-        streams = group.add(ManagedProcess(
-            "streams", kubetide_argv("streams", *common, "--web-port", "0", "--data-dir", str(run_dir / "streams"),
-                                     "--ready-file", str(ready)), run_dir / "streams.log", env=env))
-        await _wait_file(ready, streams, 120)
+        streams, ready = add_streams_worker(group, bootstrap, run_dir, extra=common[2:], env=env)
+        await asyncio.to_thread(streams.wait_for_file, ready, 120)
         group.add(ManagedProcess("actuator", kubetide_argv("actuator", *common, "--kubeconfig",
                                                            str(sim.kubeconfig_path)),
                                  run_dir / "actuator.log", env=env))

@@ -60,6 +60,18 @@ class ManagedProcess:
         except OSError:
             return ""
 
+    def wait_for_file(self, path: str | Path, timeout: float) -> None:
+        """Wait until this process has written ``path`` (a ready file); a clear error with the log
+        tail when the process exits or the time runs out first."""
+        path = Path(path)
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited (code {self.returncode()}):\n{self.tail(40)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not ready after {timeout:.0f}s:\n{self.tail(40)}")
+            time.sleep(0.05)
+
     def signal(self, sig: int) -> None:
         if self.alive():
             assert self.proc is not None
@@ -110,3 +122,16 @@ class ProcessGroup:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def add_streams_worker(group: ProcessGroup, bootstrap: str, run_dir: str | Path, *, extra: Sequence[str] = (),
+                       env: dict[str, str] | None = None) -> tuple[ManagedProcess, Path]:
+    """Start a ``kubetide streams`` worker logging to ``run_dir/streams.log``; returns it and its ready file
+    (written once the worker has joined its consumer group: wait with ``proc.wait_for_file``)."""
+    run_dir = Path(run_dir)
+    ready = run_dir / "streams.ready.json"
+    proc = group.add(ManagedProcess(
+        "streams", kubetide_argv("streams", "--bootstrap-servers", bootstrap, "--web-port", "0", "--data-dir",
+                                 str(run_dir / "streams"), "--ready-file", str(ready), *extra),
+        run_dir / "streams.log", env=env))
+    return proc, ready

@@ -14,21 +14,13 @@ from pathlib import Path
 import pytest
 
 from kubesim.server import KubeSim
-from kubetide.procs import ManagedProcess, ProcessGroup, kubetide_argv
+from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
 from kubetide.topics import ACTIONS, DECISIONS_DESCHEDULE
 from tests.test_actuator_support import TopicReader
 
 pytest_plugins = ("tests.test_actuator_support",)  # fixture: kafka (a private embedded broker)
 
 HOT = "node-a-1"
-
-
-def _wait_ready(path: Path, proc: ManagedProcess, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.alive(), f"{proc.name} exited:\n{proc.tail(40)}"
-        assert time.monotonic() < deadline, f"{proc.name} not ready in {timeout}s:\n{proc.tail(40)}"
-        time.sleep(0.1)
 
 
 async def test_hot_node_is_relieved_end_to_end(kafka: str, tmp_path: Path) -> None:
@@ -43,18 +35,15 @@ async def test_hot_node_is_relieved_end_to_end(kafka: str, tmp_path: Path) -> No
 
         env = {"KUBETIDE_LOG_LEVEL": "INFO"}
         common = ["--bootstrap-servers", kafka]
-        ready = tmp_path / "streams.ready"
         with ProcessGroup() as group:
-            streams = group.add(ManagedProcess(
-                "streams", kubetide_argv("streams", *common, "--web-port", "0", "--data-dir", str(tmp_path / "s"),
-                                         "--ready-file", str(ready)), tmp_path / "streams.log", env=env))
+            streams, ready = add_streams_worker(group, kafka, tmp_path, env=env)
             group.add(ManagedProcess(
                 "collector", kubetide_argv("collector", *common, "--kubeconfig", str(sim.kubeconfig_path),
                                            "--metrics-interval", "0.05"), tmp_path / "collector.log", env=env))
             group.add(ManagedProcess(
                 "actuator", kubetide_argv("actuator", *common, "--kubeconfig", str(sim.kubeconfig_path)),
                 tmp_path / "actuator.log", env=env))
-            await asyncio.to_thread(_wait_ready, ready, streams, 60)
+            await asyncio.to_thread(streams.wait_for_file, ready, 60)
 
             async with TopicReader(kafka, ACTIONS) as actions, TopicReader(kafka, DECISIONS_DESCHEDULE) as decisions:
                 applied: list = []

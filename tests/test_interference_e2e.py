@@ -13,11 +13,10 @@ import pytest
 
 from kubesim.server import KubeSim
 from kubetide import models as m
-from kubetide.procs import ManagedProcess, ProcessGroup, kubetide_argv
+from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
 from kubetide.topics import ANOMALIES, CLUSTER_METRICS, PLANNER_INPUT
 from streams.core.messages import PlannerInput  # registers the planner-input codec for TopicReader
 from tests.test_actuator_support import TopicReader
-from tests.test_e2e import _wait_ready
 
 pytest_plugins = ("tests.test_actuator_support",)  # fixture: kafka (a private embedded broker)
 
@@ -52,15 +51,12 @@ async def test_antagonist_is_found_end_to_end(kafka: str, tmp_path: Path) -> Non
         await sim.advance(TICK_S)
         env = {"KUBETIDE_LOG_LEVEL": "INFO"}
         common = ["--bootstrap-servers", kafka]
-        ready = tmp_path / "streams.ready"
         with ProcessGroup() as group:
-            streams = group.add(ManagedProcess(
-                "streams", kubetide_argv("streams", *common, "--web-port", "0", "--data-dir", str(tmp_path / "s"),
-                                         "--ready-file", str(ready)), tmp_path / "streams.log", env=env))
+            streams, ready = add_streams_worker(group, kafka, tmp_path, env=env)
             group.add(ManagedProcess(
                 "collector", kubetide_argv("collector", *common, "--kubeconfig", str(sim.kubeconfig_path),
                                            "--metrics-interval", "0.05"), tmp_path / "collector.log", env=env))
-            await asyncio.to_thread(_wait_ready, ready, streams, 60)
+            await asyncio.to_thread(streams.wait_for_file, ready, 60)
 
             async with TopicReader(kafka, CLUSTER_METRICS) as metrics, TopicReader(kafka, ANOMALIES) as anomalies, \
                     TopicReader(kafka, PLANNER_INPUT) as planner_input:
