@@ -33,10 +33,12 @@ from kubetide.models import (
     NamespaceSnapshot,
     NodeSnapshot,
     PdbSnapshot,
+    PodRef,
     PodSnapshot,
     Taint,
     Toleration,
     TopologySpread,
+    decision_id,
 )
 from streams.core.messages import NodeSummary
 
@@ -708,6 +710,20 @@ class Choice:
         if pod.workload is not None:
             self.wl_n[pod.workload.key] += 1
         self.total += 1
+
+    def decide(self, strategy: str, now: float, ttl_s: float, key: Key, pod: PodSnapshot, from_node: str, *,
+               id_part: str, reason: str, evidence: dict[str, float | int | str | bool | None],
+               to_nodes: list[str], target: str, usage: tuple[float, float]) -> DescheduleDecision:
+        """The decision to move ``key`` off ``from_node`` (deterministic id from the strategy, tick, ``id_part``
+        and the pod), recorded as taken so later choices in this tick see it."""
+        uid = self.state.pod_uids.get(key)
+        decision = DescheduleDecision(
+            id=decision_id(strategy, now, id_part, key[0], key[1], uid), made_at=now, expires_at=now + ttl_s,
+            strategy=strategy, reason=reason, evidence=evidence,
+            pod=PodRef(namespace=key[0], name=key[1], uid=uid, node=from_node, app=pod.app),
+            workload=pod.workload, from_node=from_node, to_nodes=to_nodes)
+        self.take(key, pod, from_node, target, usage)
+        return decision
 
     def evidence(self, key: Key, pod: PodSnapshot, from_node: str) -> dict[str, float | int | str | bool | None]:
         wl = pod.workload.key if pod.workload is not None else ""

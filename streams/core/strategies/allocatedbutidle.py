@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kubetide.models import DescheduleDecision, PodRef, decision_id
+from kubetide.models import DescheduleDecision
 from streams.core.state import Choice, ClusterState
 
 NAME = "AllocatedButIdle"
@@ -148,18 +148,14 @@ def plan(state: ClusterState, s: AllocatedButIdleSettings) -> list[DescheduleDec
                 "best_target_cpu_pct_after": round(best.cpu_pct_after, 3),
                 "best_target_requested_cpu_pct_after": round(best_req[0], 3),
             })
-            decisions.append(DescheduleDecision(
-                id=decision_id(NAME, now, src, key[0], key[1], state.pod_uids.get(key)),
-                made_at=now, expires_at=now + s.ttl_s, strategy=NAME,
+            decisions.append(choice.decide(
+                NAME, now, s.ttl_s, key, pod, src, id_part=src, evidence=evidence,
+                to_nodes=[t.node for t, _ in fits], target=best.node, usage=usage,
                 reason=(f"node {src} is {max(cur_cpu, cur_mem):.0f}% allocated by requests but "
                         f"{smp.cpu_pct or 0:.0f}% used (below {s.max_usage_pct:g}% for {s.consecutive} samples); "
                         f"moving {key[0]}/{key[1]} (requests {pod.requests.cpu_cores:.2f} cores, "
                         f"peak use {peak_cpu:.2f}) to free schedulable room"),
-                evidence=evidence,
-                pod=PodRef(namespace=key[0], name=key[1], uid=state.pod_uids.get(key), node=src, app=pod.app),
-                workload=pod.workload, from_node=src, to_nodes=[t.node for t, _ in fits],
             ))
-            choice.take(key, pod, src, best.node, usage)
             freed = (freed[0] + pod.requests.cpu_cores, freed[1] + pod.requests.mem_bytes)
             picked += 1
     return decisions

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kubetide.models import DescheduleDecision, PodRef, decision_id
+from kubetide.models import DescheduleDecision
 from streams.core.state import Choice, ClusterState
 
 NAME = "Interference"
@@ -91,15 +91,11 @@ def plan(state: ClusterState, s: InterferenceSettings) -> list[DescheduleDecisio
             "pod_cpu_cores": usage[0], "pod_mem_bytes": usage[1], "targets": len(fits),
             "best_target": best.node, "best_target_cpu_pct_after": round(best.cpu_pct_after, 3),
         })
-        decisions.append(DescheduleDecision(
-            id=decision_id(NAME, now, a.id, key[0], key[1], state.pod_uids.get(key)),
-            made_at=now, expires_at=now + s.ttl_s, strategy=NAME,
+        decisions.append(choice.decide(
+            NAME, now, s.ttl_s, key, pod, a.node, id_part=a.id, evidence=evidence,
+            to_nodes=[t.node for t in fits], target=best.node, usage=usage,
             reason=(f"interference on {a.node}: {ant_key[0]}/{ant_key[1]} hurts {victim_key[0]}/{victim_key[1]} "
                     f"({a.metric}, severity {a.severity:.2f}); moving the {role} {key[0]}/{key[1]} to a node "
                     f"without {other[0]}/{other[1]}'s workload"),
-            evidence=evidence,
-            pod=PodRef(namespace=key[0], name=key[1], uid=state.pod_uids.get(key), node=a.node, app=pod.app),
-            workload=pod.workload, from_node=a.node, to_nodes=[t.node for t in fits],
         ))
-        choice.take(key, pod, a.node, best.node, usage)
     return decisions

@@ -32,7 +32,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-from kubetide.models import DescheduleDecision, PodRef, decision_id
+from kubetide.models import DescheduleDecision
 from streams.core.state import Choice, ClusterState, NodeSample
 
 NAME = "LowNodeLoad"
@@ -247,20 +247,16 @@ def plan(state: ClusterState, s: LowNodeLoadSettings) -> list[DescheduleDecision
                 "best_target": best.node, "best_target_cpu_pct_after": round(best.cpu_pct_after, 3),
                 "best_target_mem_pct_after": round(best.mem_pct_after, 3),
             })
-            decisions.append(DescheduleDecision(
-                id=decision_id(NAME, now, src, key[0], key[1], state.pod_uids.get(key)),
-                made_at=now, expires_at=now + s.ttl_s, strategy=NAME,
+            decisions.append(choice.decide(
+                NAME, now, s.ttl_s, key, pod, src, id_part=src, evidence=evidence,
+                to_nodes=[t.node for t in fits], target=best.node, usage=(cpu, mem),
                 reason=(f"node {src} above {th.high_cpu:g}% CPU"
                         + (f" / {th.high_mem:g}% memory" if s.mem_weight > 0 else "")
                         + f" ({s.mode}) for {s.consecutive} samples ({100 * src_cpu / alloc:.0f}% CPU now); "
                         f"moving {key[0]}/{key[1]} ({cpu:.2f} cores) to one of {len(fits)} node(s) "
                         f"below {th.low_cpu:g}%"),
-                evidence=evidence,
-                pod=PodRef(namespace=key[0], name=key[1], uid=state.pod_uids.get(key), node=src, app=pod.app),
-                workload=pod.workload, from_node=src, to_nodes=[t.node for t in fits],
             ))
             picked += 1
             per_workload[pod.workload.key] += 1
             src_cpu, src_mem = after_src, after_mem
-            choice.take(key, pod, src, best.node, (cpu, mem))
     return decisions

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kubetide.models import DescheduleDecision, PodRef, PodSnapshot, TopologySpread, decision_id
+from kubetide.models import DescheduleDecision, PodSnapshot, TopologySpread
 from streams.core.state import ZONE_LABEL, Choice, ClusterState, Key, skew, spread_counts
 
 NAME = "ZoneSpread"
@@ -113,16 +113,12 @@ def plan(state: ClusterState, s: ZoneSpreadSettings) -> list[DescheduleDecision]
                 "targets": len(fits), "best_target": best.node,
                 "best_target_cpu_pct_after": round(best.cpu_pct_after, 3),
             })
-            decisions.append(DescheduleDecision(
-                id=decision_id(NAME, now, pod.node, key[0], key[1], state.pod_uids.get(key)),
-                made_at=now, expires_at=now + s.ttl_s, strategy=NAME,
+            decisions.append(choice.decide(
+                NAME, now, s.ttl_s, key, pod, pod.node, id_part=pod.node, evidence=evidence,
+                to_nodes=[t.node for t in fits], target=best.node, usage=usage,
                 reason=(f"{namespace} pods matching {dict(c.match_labels)} are skewed {sk} across zones "
                         f"(maxSkew {c.max_skew}): {from_zone} has {hi}, {to_zone} has {lo}; moving "
                         f"{key[0]}/{key[1]} from {pod.node} toward {to_zone}"),
-                evidence=evidence,
-                pod=PodRef(namespace=key[0], name=key[1], uid=state.pod_uids.get(key), node=pod.node, app=pod.app),
-                workload=pod.workload, from_node=pod.node, to_nodes=[t.node for t in fits],
             ))
-            choice.take(key, pod, pod.node, best.node, usage)
             break
     return decisions
