@@ -66,7 +66,7 @@ from streams.core.messages import (
     forward_event,
     split_metrics,
 )
-from streams.core.planner import Planner
+from streams.core.planner import Decision, Planner, decision_topic
 from streams.core.profile import AppProfileState, profile_message, should_emit
 from streams.core.settings import StreamsSettings
 from workers import snapshots as snap
@@ -109,6 +109,8 @@ class OfflineActuator:
     _tokens: float = -1.0
     _last_refill: float | None = None
     _retries: list[tuple[float, int, m.DescheduleDecision]] = field(default_factory=list)
+    # decision type → handler, for the decisions other than evictions (autoscale, node scale)
+    handlers: dict[type, Callable[[Any], m.Action]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._tokens = float(self.settings.rate_burst)
@@ -199,6 +201,7 @@ class OfflineKubetide:
         self.profiles: dict[tuple[str, str], AppProfileState] = {}
         self.profiles_emitted = 0
         self.decisions: list[m.DescheduleDecision] = []
+        self.other_decisions: list[Decision] = []  # autoscale and node-scale, in order
         self.objects: dict[str, dict[tuple[str, str], m.ClusterEvent]] = {k[0]: {} for k in KINDS.values()}
         self._buffer: list[tuple[str, str, dict]] = []
         self._last_metrics_ts: dict[str, float] = {}
@@ -321,9 +324,9 @@ class OfflineKubetide:
 
     # ------------------------------------------------------------------ stream worker
 
-    def _plan(self, msg: PlannerInput) -> list[m.DescheduleDecision]:
+    def _plan(self, msg: PlannerInput) -> list[Decision]:
         out = self.planner.handle(self._roundtrip(topics.PLANNER_INPUT, msg))
-        return [self._roundtrip(topics.DECISIONS_DESCHEDULE, d) for d in out]
+        return [self._roundtrip(decision_topic(d), d) for d in out]
 
     def _profile(self, msg: AppSamples) -> None:
         key = (msg.namespace, msg.app)
@@ -365,8 +368,13 @@ class OfflineKubetide:
 
     # ------------------------------------------------------------------ one tick
 
-    def act(self, decisions: list[m.DescheduleDecision]) -> None:
+    def act(self, decisions: list[Decision]) -> None:
         for d in decisions:
+            if not isinstance(d, m.DescheduleDecision):
+                # autoscale / node-scale decisions: the actuator's handler for that decision type
+                self.other_decisions.append(d)
+                self.actuator.handlers[type(d)](d)
+                continue
             self.decisions.append(d)
             before = len(self.actuator.evictions)
             self.actuator.handle(d)

@@ -398,6 +398,7 @@ def replay_offline(rec: Recording, settings: Any = None, *, progress: Any = None
     from kubetide.codec import DecodeError, decode, encode
     from streams.agents import _new_planner
     from streams.core.messages import forward_event, split_metrics
+    from streams.core.planner import decision_kafka_key, decision_topic
     from streams.core.settings import StreamsSettings
 
     settings = settings if settings is not None else StreamsSettings.from_config({})
@@ -413,7 +414,7 @@ def replay_offline(rec: Recording, settings: Any = None, *, progress: Any = None
             pin = forward_event(msg) if r.topic == topics.CLUSTER_EVENTS else split_metrics(msg)[1]
             pin = decode(topics.PLANNER_INPUT, encode(pin))
             for d in planner.handle(pin):  # the planner agent
-                out.decisions.append((topics.DECISIONS_DESCHEDULE, d.workload.key.encode(), encode(d)))
+                out.decisions.append((decision_topic(d), decision_kafka_key(d), encode(d)))
         except DecodeError as exc:
             out.deadletters[f"{r.topic}: {exc.reason}"] += 1
         except Exception as exc:  # the agents dead-letter processing errors and go on

@@ -52,7 +52,7 @@ from streams.core.messages import (
     forward_event,
     split_metrics,
 )
-from streams.core.planner import Planner
+from streams.core.planner import DECISION_TOPICS, Planner, decision_kafka_key, decision_topic
 from streams.core.profile import AppProfileState, profile_message, should_emit, state_key
 from streams.core.settings import StreamsSettings
 
@@ -76,6 +76,8 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
     t_profiles = _topic(app, topics.PROFILES)
     t_anomalies = _topic(app, topics.ANOMALIES)
     t_decisions = _topic(app, topics.DECISIONS_DESCHEDULE)
+    decision_topics = {name: _topic(app, name) for name in DECISION_TOPICS.values()}
+    decision_topics[topics.DECISIONS_DESCHEDULE] = t_decisions
     t_dead = _topic(app, topics.DEADLETTER)
     table = app.Table(PROFILE_TABLE, default=None, partitions=topics.spec(topics.APP_SAMPLES).partitions,
                       key_type=bytes, value_type=bytes)
@@ -191,7 +193,7 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
                     continue
                 before = pl.ticks_planned
                 for d in pl.handle(msg):
-                    await t_decisions.send(key=d.workload.key.encode(), value=encode(d))
+                    await decision_topics[decision_topic(d)].send(key=decision_kafka_key(d), value=encode(d))
                     metrics.DECISIONS.labels(d.strategy).inc()
                     log.info("decision %s: %s", d.id, d.reason)
                 metrics.TICKS.inc(pl.ticks_planned - before)
