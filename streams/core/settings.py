@@ -53,20 +53,43 @@ class StreamsSettings:
     planner: PlannerSettings = field(default_factory=PlannerSettings)
     guard: GuardSettings = field(default_factory=GuardSettings)
     strategies: tuple[tuple[Strategy, Any], ...] = ()
+    # Whole-cluster tick planners (None = off): built by ``streams.core.autoscaler.settings_from`` and
+    # ``streams.core.nodescale.settings_from`` from the ``streams.autoscale`` / ``streams.nodescale``
+    # sections; each settings object has ``planner()`` returning a :class:`~streams.core.planner.TickPlanner`.
+    autoscale: Any = None
+    nodescale: Any = None
+
+    def tick_planners(self) -> list[Any]:
+        """Fresh tick planners (autoscaling, then node scaling) for a new :class:`~streams.core.planner.Planner`."""
+        return [s.planner() for s in (self.autoscale, self.nodescale) if s is not None]
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> StreamsSettings:
         sec = section(config or {}, "streams")
-        unknown = set(sec) - {"evictor", "guard", "profiler", "planner", "strategies"}
+        known = {"evictor", "guard", "profiler", "planner", "strategies", "autoscale", "nodescale"}
+        unknown = set(sec) - known
         if unknown:
             from kubetide.config import ConfigError
 
-            raise ConfigError(f"streams.{sorted(unknown)[0]}: unknown setting "
-                              "(known: evictor, guard, planner, profiler, strategies)")
+            raise ConfigError(f"streams.{sorted(unknown)[0]}: unknown setting (known: {', '.join(sorted(known))})")
         return cls(
             evictor=build(EvictorSettings, section(sec, "evictor"), "streams.evictor"),
             profiler=build(ProfileSettings, section(sec, "profiler"), "streams.profiler"),
             planner=build(PlannerSettings, section(sec, "planner"), "streams.planner"),
             guard=build(GuardSettings, section(sec, "guard"), "streams.guard"),
             strategies=tuple(build_strategies(section(sec, "strategies"))),
+            autoscale=_optional(sec, "autoscale", "streams.core.autoscaler"),
+            nodescale=_optional(sec, "nodescale", "streams.core.nodescale"),
         )
+
+
+def _optional(sec: Mapping[str, Any], name: str, module: str) -> Any:
+    """``module.settings_from(section, where)`` when the section is present (and not ``enabled: false``)."""
+    if name not in sec:
+        return None
+    data = section(sec, name)
+    if data.get("enabled", True) is False:
+        return None
+    import importlib
+
+    return importlib.import_module(module).settings_from(data, f"streams.{name}")
