@@ -25,13 +25,14 @@ import orjson
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SKIP = {"run_all.py", "common.py"}
-JSON_BENCHES = {"stream_bench", "latency_bench", "actuator_bench", "memory_bench"}
+JSON_BENCHES = {"stream_bench", "latency_bench", "actuator_bench", "memory_bench", "planner_bench"}
 # headline (figure, baseline, ratio) keys of the benches that print JSON
 HEADLINES = {
     "stream": ("worker_samples_per_s", "baseline_samples_per_s", "ratio"),
     "latency": ("p99_s", None, None),
     "actuator": ("actuator_evictions_per_s", "baseline_evictions_per_s", "ratio"),
     "memory": ("rss_mb", "idle_rss_mb", None),
+    "planner": ("plan_tick_cpu_ms_p99", "baseline_stateless_cpu_ms_p50", "ratio_baseline_over_kubetide"),
 }
 
 

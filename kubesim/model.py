@@ -255,8 +255,14 @@ class Cluster:
     """The simulated cluster. Build from a :class:`Scenario`; drive with :meth:`advance`."""
 
     def __init__(self, scenario: Scenario, *, seed: int | None = None, retry_after_s: int = 10,
-                 hpa: bool | None = None, autoscaler: bool | None = None):
+                 hpa: bool | None = None, autoscaler: bool | None = None,
+                 load_aware_weight: float | None = None):
         self.scenario = scenario
+        # > 0: the scheduler also scores nodes by their measured CPU usage, like the Trimaran plugins
+        # (LoadVariationRiskBalancing / TargetLoadPacking) fed by a load-watcher, e.g. kubetide's
+        # (``kubetide collector --load-watcher-port``); 0 = the default scheduler (requests only).
+        self.load_aware_weight = float(scenario.load_aware_weight if load_aware_weight is None
+                                       else load_aware_weight)
         self.seed = scenario.seed if seed is None else seed
         self.rng = np.random.default_rng(self.seed)
         self.t = scenario.start.timestamp()
@@ -1639,6 +1645,8 @@ class _SchedCtx:
         self.alloc_mem = np.array([x.memory for x in self.nodes], dtype=float)
         self.req_cpu = np.zeros(n)
         self.req_mem = np.zeros(n)
+        self.load_w = c.load_aware_weight
+        self.use_cpu = np.zeros(n)  # measured CPU usage (cores) + requests of pods bound in this batch
         self.zones = sorted({x.zone for x in self.nodes})
         zi = {z: i for i, z in enumerate(self.zones)}
         self.zone = np.array([zi[x.zone] for x in self.nodes], dtype=np.int64)
@@ -1648,7 +1656,7 @@ class _SchedCtx:
         self._by_app: dict[tuple[str, str | None], list[int]] = {}
         self._masks: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         get = self.index.get
-        ii, cc, mm = [], [], []
+        ii, cc, mm, uu = [], [], [], []
         by_app = self._by_app
         for p in c.pods.values():
             if p.node_name is None:
@@ -1659,6 +1667,7 @@ class _SchedCtx:
             ii.append(i)
             cc.append(p.cpu_request)
             mm.append(p.mem_request)
+            uu.append(p.usage_cpu)
             if not p.daemon:
                 key = (p.namespace, p.app)
                 lst = by_app.get(key)
@@ -1669,6 +1678,8 @@ class _SchedCtx:
         if ii:
             self.req_cpu = np.bincount(ii, weights=cc, minlength=n).astype(float)
             self.req_mem = np.bincount(ii, weights=mm, minlength=n).astype(float)
+            if self.load_w > 0:
+                self.use_cpu = np.bincount(ii, weights=uu, minlength=n).astype(float)
 
     def counts(self, pod: Pod) -> np.ndarray:
         key = (pod.namespace, pod.app)
@@ -1681,6 +1692,7 @@ class _SchedCtx:
 
     def bind(self, pod: Pod, i: int) -> None:
         self.req_cpu[i] += pod.cpu_request
+        self.use_cpu[i] += pod.cpu_request  # a new pod's usage is not measured yet: its request stands in
         self.req_mem[i] += pod.mem_request
         if not pod.daemon:
             key = (pod.namespace, pod.app)
@@ -1786,6 +1798,9 @@ class _SchedCtx:
                     c = zc if sc.topology_key == ZONE_LABEL else nc
                     cmax = c.max()
                     score = score + 2.0 * (100.0 * (cmax - c) / cmax if cmax else 100.0)
+        if self.load_w > 0:
+            util = np.minimum(1.0, (self.use_cpu[idx] + pod.cpu_request) / self.alloc_cpu[idx])
+            score = score + self.load_w * 100.0 * (1.0 - util)
         pf = prefer[idx]
         pmax = pf.max()
         if pmax > 0:

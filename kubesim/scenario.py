@@ -23,6 +23,9 @@ Schema (quantities use Kubernetes notation: ``250m``, ``2``, ``512Mi``)::
       scale_down_unneeded_s: 600
       scale_down_delay_after_add_s: 600
       max_empty_bulk_delete: 10
+    scheduler:
+      load_aware_weight: 0           # > 0: also score nodes by measured CPU usage (Trimaran-like
+                                     # plugin fed by a load-watcher), weight vs the default scores
     node_groups:                     # required, non-empty
       - name: general
         cpu: 8                       # allocatable per node
@@ -340,6 +343,9 @@ class Scenario:
     source: str = ""
     autoscaler: AutoscalerSpec = field(default_factory=AutoscalerSpec)
     description: str = ""
+    # scheduler.load_aware_weight: > 0 adds a load-aware score (measured node CPU usage, like the
+    # Trimaran plugins fed by a load-watcher) to the default scheduler's; 0 = requests only.
+    load_aware_weight: float = 0.0
 
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:
@@ -864,6 +870,7 @@ def parse_scenario(doc: Any, *, source: str = "") -> Scenario:
         {
             "name", "seed", "start", "duration_h", "resolution_s", "speed", "zones", "node_groups",
             "namespaces", "apps", "daemonsets", "system_overhead", "description", "cluster_autoscaler",
+            "scheduler",
         },
         "",
     )
@@ -904,7 +911,14 @@ def parse_scenario(doc: Any, *, source: str = "") -> Scenario:
         source=source,
         autoscaler=_parse_autoscaler(d.get("cluster_autoscaler")),
         description=str(d.get("description") or ""),
+        load_aware_weight=_parse_scheduler(d.get("scheduler")),
     )
+
+
+def _parse_scheduler(raw: Any) -> float:
+    d = _map(raw, "scheduler")
+    _known(d, {"load_aware_weight"}, "scheduler")
+    return _num(d.get("load_aware_weight", 0.0), "scheduler.load_aware_weight", minimum=0.0)
 
 
 def _parse_autoscaler(raw: Any) -> AutoscalerSpec:

@@ -21,12 +21,14 @@ SMOKE = {
     "latency_bench": ["--smoke"],
     "actuator_bench": ["--smoke"],
     "memory_bench": ["--smoke"],
+    "planner_bench": ["--nodes", "20", "--hours", "0.05", "--baseline-every", "5"],
 }
 KEYS = {
     "stream_bench": ("worker_samples_per_s", "baseline_samples_per_s", "ratio", "loadavg"),
     "latency_bench": ("p50_s", "p99_s", "decisions", "loadavg"),
     "actuator_bench": ("actuator_evictions_per_s", "baseline_evictions_per_s", "ratio", "loadavg"),
     "memory_bench": ("rss_mb", "idle_rss_mb", "loadavg"),
+    "planner_bench": ("plan_tick_cpu_ms_p50", "plan_tick_cpu_ms_p99", "baseline_stateless_cpu_ms_p50", "loadavg"),
 }
 
 pytestmark = pytest.mark.timeout(180)

@@ -15,6 +15,7 @@ from streams.core.strategies import REGISTRY, build_strategies, get
 from streams.core.strategies.lownodeload import LowNodeLoadSettings, plan
 from streams.core.ticks import TickAssembler
 from tests.test_core_state import T0, node_ev, pdb_ev, pod_ev, state_of, summary
+from tests.test_core_strategies import ABSOLUTE, absolute_lnl
 
 HOT_PODS = {("shop", "web-1"): 3.0, ("shop", "api-1"): 2.0, ("batch", "job-1"): 1.5}
 
@@ -38,7 +39,7 @@ def tick(st: ClusterState, ts: float, *, hot: float | None = 7.2, cool: float | 
 
 
 def test_decides_after_n_consecutive_hot_samples_not_before() -> None:
-    st, s = cluster(), LowNodeLoadSettings()
+    st, s = cluster(), absolute_lnl()
     tick(st, T0)
     tick(st, T0 + 10)
     assert plan(st, s) == []  # N-1 hot samples
@@ -55,7 +56,7 @@ def test_decides_after_n_consecutive_hot_samples_not_before() -> None:
 
 
 def test_prefers_pod_that_does_not_overshoot() -> None:
-    st, s = cluster(), LowNodeLoadSettings()
+    st, s = cluster(), absolute_lnl()
     for i in range(3):  # 7.6 cores: web-1 (3.0) -> 4.6 = 57.5 % in band; but with 6.6 web-1 -> 45 % overshoots
         tick(st, T0 + 10 * i, hot=6.6)
     d = plan(st, s)[0]
@@ -63,7 +64,7 @@ def test_prefers_pod_that_does_not_overshoot() -> None:
 
 
 def test_streak_broken_by_a_cool_or_missing_sample() -> None:
-    s = LowNodeLoadSettings()
+    s = absolute_lnl()
     st = cluster()
     tick(st, T0)
     tick(st, T0 + 10, hot=3.0)
@@ -81,7 +82,7 @@ def test_streak_broken_by_a_cool_or_missing_sample() -> None:
 
 
 def test_no_decision_without_target_or_source_metrics() -> None:
-    s = LowNodeLoadSettings()
+    s = absolute_lnl()
     st = cluster()
     for i in range(3):
         tick(st, T0 + 10 * i, cool=4.5)  # 56 %: not below low
@@ -98,7 +99,7 @@ def test_no_decision_without_target_or_source_metrics() -> None:
 
 
 def test_target_must_fit_by_requests_and_real_usage() -> None:
-    s = LowNodeLoadSettings()
+    s = absolute_lnl()
     st = cluster()
     st.apply_event(node_ev("cool", unschedulable=True, type="MODIFIED"))
     for i in range(3):
@@ -112,7 +113,7 @@ def test_target_must_fit_by_requests_and_real_usage() -> None:
 
 
 def test_requests_block_fit() -> None:
-    s = LowNodeLoadSettings()
+    s = absolute_lnl()
     st = state_of(node_ev("hot"), node_ev("cool"), pod_ev("shop", "web-1", "hot", cpu=3.0),
                   pod_ev("shop", "big", "cool", app="big", cpu=6.0))
     for i in range(3):
@@ -122,7 +123,7 @@ def test_requests_block_fit() -> None:
 
 
 def test_unevictable_and_unmeasured_pods_are_skipped() -> None:
-    s = LowNodeLoadSettings()
+    s = absolute_lnl()
     st = state_of(node_ev("hot"), node_ev("cool"), pod_ev("kube-system", "dns", "hot", app="dns"),
                   pod_ev("shop", "web-1", "hot"), pod_ev("shop", "unmeasured", "hot", app="u"),
                   pdb_ev("shop", "web", {"app": "web"}, 0))
@@ -134,7 +135,7 @@ def test_unevictable_and_unmeasured_pods_are_skipped() -> None:
 
 
 def test_cooldowns_and_per_tick_limits() -> None:
-    s = LowNodeLoadSettings(node_cooldown_s=60, pod_cooldown_s=120)
+    s = absolute_lnl(node_cooldown_s=60, pod_cooldown_s=120)
     st = cluster()
     for i in range(3):
         tick(st, T0 + 10 * i)
@@ -152,7 +153,7 @@ def test_cooldowns_and_per_tick_limits() -> None:
     st2 = cluster()
     for i in range(3):
         tick(st2, T0 + 10 * i, hot=7.9, cool=0.0, mid=0.0)
-    assert len(plan(st2, LowNodeLoadSettings(max_evictions_per_tick_per_node=3))) == 1  # stops once under high
+    assert len(plan(st2, absolute_lnl(max_evictions_per_tick_per_node=3))) == 1  # stops once under high
     st3 = state_of(node_ev("hot"), node_ev("cool"), node_ev("cool2"),
                    *[pod_ev("shop", f"web-{i}", "hot") for i in range(4)])
     pods = {("shop", f"web-{i}"): 0.5 for i in range(4)}
@@ -160,12 +161,12 @@ def test_cooldowns_and_per_tick_limits() -> None:
         st3.apply_tick(T0 + 10 * i, {"hot": summary(T0 + 10 * i, "hot", 7.9, pods=pods),
                                      "cool": summary(T0 + 10 * i, "cool", 0.0),
                                      "cool2": summary(T0 + 10 * i, "cool2", 0.0)})
-    many = LowNodeLoadSettings(max_evictions_per_tick_per_node=5)
+    many = absolute_lnl(max_evictions_per_tick_per_node=5)
     assert len(plan(st3, many)) == 1  # one per workload per tick
     # 7.9 -> 7.4 -> 6.9 -> 6.4 (= 80 %, no longer above high): three moves, then it stops
-    assert len(plan(st3, LowNodeLoadSettings(max_evictions_per_tick_per_node=5,
+    assert len(plan(st3, absolute_lnl(max_evictions_per_tick_per_node=5,
                                              max_evictions_per_workload_per_tick=4))) == 3
-    assert len(plan(st3, LowNodeLoadSettings(max_evictions_per_tick_per_node=2,
+    assert len(plan(st3, absolute_lnl(max_evictions_per_tick_per_node=2,
                                              max_evictions_per_workload_per_tick=4))) == 2
 
 
@@ -174,19 +175,20 @@ def test_deterministic_ids_and_disabled() -> None:
     for st in (a, b):
         for i in range(3):
             tick(st, T0 + 10 * i)
-    da, db = plan(a, LowNodeLoadSettings()), plan(b, LowNodeLoadSettings())
+    da, db = plan(a, absolute_lnl()), plan(b, absolute_lnl())
     assert da == db and da[0].id == db[0].id and len(da[0].id) == 24
     tick(a, T0 + 30)
-    assert plan(a, LowNodeLoadSettings())[0].id != da[0].id  # a different tick is a different decision
-    assert plan(b, LowNodeLoadSettings(enabled=False)) == []
+    assert plan(a, absolute_lnl())[0].id != da[0].id  # a different tick is a different decision
+    assert plan(b, absolute_lnl(enabled=False)) == []
 
 
-@pytest.mark.parametrize("bad", [{"high_cpu_pct": 0}, {"high_cpu_pct": 120}, {"low_cpu_pct": 90},
+@pytest.mark.parametrize("bad", [{**ABSOLUTE, "high_cpu_pct": 0}, {"high_cpu_pct": 120},
+                                 {**ABSOLUTE, "low_cpu_pct": 90},
                                  {"consecutive": 0}, {"max_evictions_per_tick_per_node": 0},
                                  {"node_cooldown_s": -1}, {"pod_cooldown_s": -1}, {"ttl_s": 0},
                                  {"target_max_mem_pct": 0}, {"max_evictions_per_workload_per_tick": 0}])
 def test_settings_validation_names_the_field(bad: dict) -> None:
-    field = next(iter(bad))
+    field = next(k for k, v in bad.items() if ABSOLUTE.get(k) != v)
     with pytest.raises(ConfigError, match=f"streams.strategies.LowNodeLoad.{field}"):
         build_strategies({"LowNodeLoad": bad})
 

@@ -17,6 +17,14 @@ from streams.core.strategies import lownodeload as lnl
 from streams.core.strategies import zonespread as zs
 from tests.test_core_state import T0, GiB, node_ev, pod_ev, state_of, summary
 
+ABSOLUTE = {"mode": "absolute", "high_cpu_pct": 80.0, "low_cpu_pct": 50.0, "high_mem_pct": 90.0, "low_mem_pct": 60.0}
+
+
+def absolute_lnl(**kw: object) -> lnl.LowNodeLoadSettings:
+    """LowNodeLoad with absolute 80 / 50 (CPU) and 90 / 60 (memory) thresholds, as these tests assume."""
+    return lnl.LowNodeLoadSettings(**{**ABSOLUTE, **kw})  # type: ignore[arg-type]
+
+
 SPREAD = [m.TopologySpread(max_skew=1, topology_key=ZONE_LABEL, match_labels={"app": "web"})]
 
 
@@ -48,8 +56,8 @@ def test_lownodeload_deviation_mode_uses_the_cluster_mean() -> None:
     pods = {("shop", "web-1"): 1.0, ("shop", "api-1"): 1.0}
     st = _three()  # a 62.5 %, b 50 %, c 50 %, d 25 %: mean 46.9 %
     ticks(st, 3, {"a": (5.0, pods), "b": 4.0, "c": 4.0, "d": 2.0})
-    assert lnl.plan(st, lnl.LowNodeLoadSettings()) == []  # absolute 80/50: nobody hot
-    dev = lnl.LowNodeLoadSettings(mode="deviation", high_cpu_pct=10, low_cpu_pct=10)
+    assert lnl.plan(st, absolute_lnl()) == []  # absolute 80/50: nobody hot
+    dev = absolute_lnl(mode="deviation", high_cpu_pct=10, low_cpu_pct=10)
     ds = lnl.plan(st, dev)
     assert [(d.from_node, d.to_nodes) for d in ds] == [("a", ["d"])]
     ev = ds[0].evidence
@@ -64,14 +72,15 @@ def test_lownodeload_memory_weight() -> None:
     pods = {("shop", "web-1"): 0.5, ("shop", "api-1"): 0.5}
     st = _three()
     ticks(st, 3, {"a": (2.0, pods, 30.5 * GiB), "b": 2.0, "c": 2.0, "d": 2.0})  # a: 95 % memory, 25 % CPU
-    assert lnl.plan(st, lnl.LowNodeLoadSettings()) == []  # CPU only by default
-    mem = lnl.LowNodeLoadSettings(cpu_weight=0, mem_weight=1)
+    assert lnl.plan(st, absolute_lnl()) == []  # CPU only by default
+    mem = absolute_lnl(cpu_weight=0, mem_weight=1)
     ds = lnl.plan(st, mem)
     assert len(ds) == 1 and ds[0].from_node == "a" and ds[0].evidence["node_mem_pct"] == 95.312
     assert ds[0].pod.name == "web-1"  # healthy replica elsewhere preferred over api-1 (its only pod)
 
 
-@pytest.mark.parametrize("bad", [{"mode": "relative"}, {"high_mem_pct": 0}, {"low_mem_pct": 95},
+@pytest.mark.parametrize("bad", [{"mode": "relative"}, {**ABSOLUTE, "high_mem_pct": 0},
+                                 {**ABSOLUTE, "low_mem_pct": 95},
                                  {"cpu_weight": -1}, {"cpu_weight": 0, "mem_weight": 0}])
 def test_lownodeload_new_settings_validate(bad: dict) -> None:
     with pytest.raises(ConfigError, match=r"streams\.strategies\.LowNodeLoad\.(mode|high_mem_pct|low_mem_pct|cpu_w)"):
@@ -269,7 +278,7 @@ def test_other_strategies_keep_interfering_workloads_apart() -> None:
                   pod_ev("shop", "lat-2", "cool", app="lat"))
     st.apply_anomaly(anomaly(node="cool-noisy", ts=T0))
     ticks(st, 3, {"hot": (7.2, {("shop", "lat-1"): 3.0}), "cool-noisy": 1.0, "cool": 2.0})
-    ds = lnl.plan(st, lnl.LowNodeLoadSettings())
+    ds = lnl.plan(st, absolute_lnl())
     assert [d.to_nodes for d in ds] == [["cool"]]  # never next to the noisy workload
 
 

@@ -13,7 +13,7 @@ from streams.core.state import ZONE_LABEL, Choice, ClusterState, GuardSettings, 
 from streams.core.strategies import build_strategies
 from streams.core.strategies import lownodeload as lnl
 from tests.test_core_state import T0, node_ev, pod_ev, state_of, summary
-from tests.test_core_strategies import SPREAD, ticks
+from tests.test_core_strategies import ABSOLUTE, SPREAD, absolute_lnl, ticks
 
 GUARD = GuardSettings()
 
@@ -201,14 +201,14 @@ def test_no_decision_when_the_pod_has_nowhere_to_go_by_zone_spread() -> None:
                   pod_ev("shop", "web-4", "cool", topology_spread=SPREAD))
     pods = {("shop", "web-1"): 3.0, ("shop", "web-2"): 3.0}
     ticks(st, 3, {"hot": (7.2, pods), "cool": 1.0})
-    assert lnl.plan(st, lnl.LowNodeLoadSettings()) == []  # a 2 / b 2 -> a 1 / b 3: skew 2 > 1
+    assert lnl.plan(st, absolute_lnl()) == []  # a 2 / b 2 -> a 1 / b 3: skew 2 > 1
     st.apply_event(pod_ev("shop", "batch-1", "hot", app="batch"))
     ticks(st, 3, {"hot": (7.2, {**pods, ("shop", "batch-1"): 2.0}), "cool": 1.0}, start=T0 + 1000)
-    assert [d.pod.name for d in lnl.plan(st, lnl.LowNodeLoadSettings())] == ["batch-1"]
+    assert [d.pod.name for d in lnl.plan(st, absolute_lnl())] == ["batch-1"]
 
 
 def test_missing_metrics_hold_every_strategy() -> None:
-    pl = Planner(build_strategies({"AllocatedButIdle": {"enabled": True, "consecutive": 3}}))
+    pl = Planner(build_strategies({"AllocatedButIdle": {"enabled": True, "consecutive": 3}, "LowNodeLoad": ABSOLUTE}))
     for ev in (node_ev("hot", zone="a"), node_ev("cool", zone="b"), pod_ev("shop", "web-1", "hot"),
                pod_ev("shop", "web-2", "hot"), pod_ev("shop", "web-3", "hot")):
         pl.state.apply_event(ev)
@@ -231,7 +231,7 @@ def simulate(n_ticks: int = 40, batch_cpu: float = 1.75,
     toward zone a, and b1 carries batch pods. Decisions are applied like the scheduler would:
     the pod is deleted and a replacement is bound to the decision's best target."""
     usage = {"web": 1.0, "batch": batch_cpu}
-    pl = Planner(build_strategies({"LowNodeLoad": {"consecutive": 2, "node_cooldown_s": 60}}),
+    pl = Planner(build_strategies({"LowNodeLoad": {**ABSOLUTE, "consecutive": 2, "node_cooldown_s": 60}}),
                  guard=GuardSettings(workload_cooldown_s=60))
     evs = [node_ev("a1", zone="a"), node_ev("a2", zone="a"), node_ev("b1", zone="b"),
            pod_ev("shop", "web-1", "a1", topology_spread=SPREAD, cpu=1.0),
@@ -331,3 +331,28 @@ def test_planner_from_settings_and_anomalies_through_the_planner() -> None:
     assert [(d.strategy, d.pod.name, d.to_nodes) for d in out] == [("Interference", "noisy-1", ["n3"])]
     assert pl.state.planned[("batch", "noisy-1")].to_node == "n3" and "an-1" in pl.state.acted
     assert pl.plan_tick(T0 + 60, {n: summary(T0 + 60, n, c) for n, c in LOADS.items()}) == []
+
+
+def test_young_pods_are_not_chosen_until_min_pod_age() -> None:
+    """A pod created less than ``min_pod_age_s`` ago (e.g. a fresh replacement) is 'too-young'."""
+    st = state_of(node_ev("hot"), node_ev("cool"), pod_ev("shop", "web-1", "hot", created_at=T0))
+    age = st.evictor.min_pod_age_s
+    assert age > 0
+    ticks(st, 1, {"hot": 7.2, "cool": 1.0}, start=T0 + age - 10)
+    assert Choice(st).blocked(("shop", "web-1"), st.pods[("shop", "web-1")], "hot") == "too-young"
+    ticks(st, 1, {"hot": 7.2, "cool": 1.0}, start=T0 + age + 10)
+    assert Choice(st).blocked(("shop", "web-1"), st.pods[("shop", "web-1")], "hot") is None
+
+
+def test_no_pod_of_a_workload_leaves_the_node_its_replacement_just_landed_on() -> None:
+    st = state_of(node_ev("a"), node_ev("b"), pod_ev("shop", "web-1", "a"), pod_ev("shop", "web-2", "b"))
+    ticks(st, 1, {"a": 7.2, "b": 1.0})
+    st.record(decision(st, ("shop", "web-1"), "a", "b", T0))
+    st.apply_event(pod_ev("shop", "web-1", "a", type="DELETED", ts=T0 + 5))
+    st.apply_event(pod_ev("shop", "web-3", "b", ts=T0 + 10))  # the replacement lands on b
+    hold = GUARD.landing_hold_s
+    ticks(st, 1, {"a": 1.0, "b": 7.2}, start=T0 + hold - 60)
+    ch = Choice(st)
+    assert ch.blocked(("shop", "web-2"), st.pods[("shop", "web-2")], "b") == "recent-landing"
+    ticks(st, 1, {"a": 1.0, "b": 7.2}, start=T0 + hold + 60)
+    assert Choice(st).blocked(("shop", "web-2"), st.pods[("shop", "web-2")], "b") is None

@@ -21,7 +21,8 @@ from workers.actuator import ActuatorSettings
 BUSY = """\
 streams:
   strategies:
-    LowNodeLoad: {high_cpu_pct: 55, low_cpu_pct: 30, consecutive: 2, node_cooldown_s: 60, pod_cooldown_s: 600}
+    LowNodeLoad: {mode: absolute, high_cpu_pct: 55, low_cpu_pct: 30, consecutive: 2, node_cooldown_s: 60,
+                  pod_cooldown_s: 600}
 """
 
 

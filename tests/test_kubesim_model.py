@@ -213,3 +213,45 @@ def test_bare_scenario_name_is_not_shadowed_by_a_directory(tmp_path, monkeypatch
     assert load_scenario("demo").name == "demo"
     with pytest.raises(ScenarioError, match="scenario file not found"):
         load_scenario("./demo")
+
+
+def test_load_aware_scheduler_places_by_measured_usage() -> None:
+    """With ``scheduler.load_aware_weight`` the replacement of an evicted pod goes to the node with the
+    lowest measured CPU usage; the default scheduler sends it to the least-requested node."""
+    from kubesim.model import Cluster
+    from kubesim.scenario import load_scenario
+
+    doc = {
+        "name": "la", "start": "2024-06-03T00:00:00Z", "zones": ["z"], "resolution_s": 10,
+        "node_groups": [{"name": "g", "cpu": 8, "memory": "32Gi", "nodes_per_zone": 2}],
+        "namespaces": ["shop"],
+        "apps": [
+            # requests 4 cores, uses little: its node looks full by requests
+            {"name": "padded", "namespace": "shop", "replicas": 1, "requests": {"cpu": "4", "memory": "1Gi"},
+             "startup_s": 0, "demand": {"cpu": 0.2, "noise": 0}},
+            # requests 100m, burns 6 cores: its node is hot but looks empty by requests
+            {"name": "heavy", "namespace": "shop", "replicas": 1, "requests": {"cpu": "100m", "memory": "256Mi"},
+             "startup_s": 0, "demand": {"cpu": 6, "noise": 0}},
+            {"name": "mover", "namespace": "shop", "replicas": 1, "requests": {"cpu": "100m", "memory": "256Mi"},
+             "startup_s": 0, "demand": {"cpu": 0.1, "noise": 0}},
+        ],
+    }
+
+    def replacement(weight: float) -> tuple[str, dict[str, float], dict[str, float]]:
+        c = Cluster(load_scenario({**doc, "scheduler": {"load_aware_weight": weight}}))
+        c.advance(60)
+        mover = next(p for p in c.pods.values() if p.app == "mover")
+        assert c.evict(mover.namespace, mover.name).code == 201
+        usage = c.node_cpu_percent()
+        requested = {n: r[0] for n, r in c.requested_all().items()}
+        c.advance(10)
+        new = next(p for p in c.pods.values() if p.app == "mover" and p.name != mover.name)
+        assert new.node_name
+        return new.node_name, usage, requested
+
+    node, usage, requested = replacement(5.0)
+    coolest, least_requested = min(usage, key=usage.__getitem__), min(requested, key=requested.__getitem__)
+    assert coolest != least_requested  # the layout makes the two rules disagree
+    assert node == coolest
+    node0, _, _ = replacement(0.0)
+    assert node0 == least_requested

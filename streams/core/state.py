@@ -22,7 +22,10 @@ is its *landing*. A landing back on the source or on a hot node raises the workl
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 from kubetide.config import DEFAULT_PROTECTED_NAMESPACES
 from kubetide.models import (
@@ -59,10 +62,15 @@ class EvictorSettings:
     evict_local_storage_pods: bool = False
     priority_threshold: int = SYSTEM_CRITICAL_PRIORITY
     respect_pdb: bool = True
+    # Pods younger than this (event time since creation) are never chosen, like the descheduler's
+    # DefaultEvictor ``minPodAge``: a pod that just replaced an evicted one is not moved again at once.
+    min_pod_age_s: float = 1800.0
 
     def validate(self) -> None:
         if self.priority_threshold < 0:
             raise ValueError("priority_threshold: must be >= 0")
+        if self.min_pod_age_s < 0:
+            raise ValueError("min_pod_age_s: must be >= 0")
         if any(not ns for ns in self.protected_namespaces):
             raise ValueError("protected_namespaces: empty namespace name")
 
@@ -84,8 +92,13 @@ class GuardSettings:
     replacement_window_s: float = 900.0
     hot_cpu_pct: float = 80.0
     keep_apart_s: float = 86400.0
+    # No pod of a workload leaves a node where one of its replacements landed this recently
+    # (that would undo the earlier move: ping-pong between nodes).
+    landing_hold_s: float = 1800.0
 
     def validate(self) -> None:
+        if self.landing_hold_s < 0:
+            raise ValueError("landing_hold_s: must be >= 0")
         for f in ("window_s", "replacement_window_s"):
             if getattr(self, f) <= 0:
                 raise ValueError(f"{f}: must be > 0")
@@ -133,7 +146,16 @@ class NodeSample:
     mem_usage: float
     cpu_allocatable: float
     mem_allocatable: float
-    pods: dict[Key, tuple[float, float]]  # (namespace, name) -> (cpu cores, mem bytes)
+    pods_given: dict[Key, tuple[float, float]] | None = None
+    summary: NodeSummary | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def pods(self) -> dict[Key, tuple[float, float]]:
+        """(namespace, name) -> (cpu cores, mem bytes); built from the summary on first use (most
+        samples are only ever read for node totals)."""
+        if self.pods_given is not None:
+            return self.pods_given
+        return self.summary.pod_usage() if self.summary is not None else {}
 
     @property
     def cpu_pct(self) -> float | None:
@@ -143,7 +165,7 @@ class NodeSample:
     def of(cls, s: NodeSummary, node: NodeSnapshot | None = None) -> NodeSample:
         cpu_alloc = s.cpu_allocatable or (node.allocatable.cpu_cores if node else 0.0)
         mem_alloc = s.mem_allocatable or (node.allocatable.mem_bytes if node else 0.0)
-        return cls(s.ts, s.cpu_usage, s.mem_usage, cpu_alloc, mem_alloc, s.pod_usage())
+        return cls(s.ts, s.cpu_usage, s.mem_usage, cpu_alloc, mem_alloc, summary=s)
 
 
 @dataclass
@@ -179,10 +201,22 @@ class ClusterState:
     acted: set[str] = field(default_factory=set)
     apart: dict[tuple[str, str], float] = field(default_factory=dict)
 
+    # Bumped by every applied event: derived indexes (``cached``) are rebuilt only after a change.
+    version: int = 0
+    _cache: dict[str, tuple[int, Any]] = field(default_factory=dict, repr=False)
+
+    def cached(self, name: str, build: Callable[[], Any]) -> Any:
+        """``build()``'s value, recomputed only when an event was applied since it was last built."""
+        hit = self._cache.get(name)
+        if hit is None or hit[0] != self.version:
+            hit = self._cache[name] = (self.version, build())
+        return hit[1]
+
     # ------------------------------------------------------------ events
     def apply_event(self, ev: ClusterEvent) -> None:
         key = (ev.namespace, ev.name)
         deleted = ev.type == "DELETED"
+        self.version += 1
         if ev.kind == "Pod":
             old = self.pods.pop(key, None)
             if not deleted and ev.pod is not None and ev.pod.node and (old is None or not old.node):
@@ -358,9 +392,25 @@ class ClusterState:
         return cpu, mem
 
     def pdbs_for(self, namespace: str, pod: PodSnapshot) -> list[tuple[Key, PdbSnapshot]]:
-        return [(k, b) for k, b in sorted(self.pdbs.items())
-                if k[0] == namespace and b.match_labels
-                and all(pod.labels.get(lk) == lv for lk, lv in b.match_labels.items())]
+        return [(k, b) for k, b in self.cached("pdbs_by_namespace", self._pdbs_by_namespace).get(namespace, ())
+                if all(pod.labels.get(lk) == lv for lk, lv in b.match_labels.items())]
+
+    def _pdbs_by_namespace(self) -> dict[str, list[tuple[Key, PdbSnapshot]]]:
+        out: dict[str, list[tuple[Key, PdbSnapshot]]] = {}
+        for k, b in sorted(self.pdbs.items()):
+            if b.match_labels:
+                out.setdefault(k[0], []).append((k, b))
+        return out
+
+    def pods_by_workload(self) -> dict[str, list[tuple[Key, PodSnapshot]]]:
+        """Pods grouped by workload key (sorted by pod key), rebuilt only after an event."""
+        def build() -> dict[str, list[tuple[Key, PodSnapshot]]]:
+            out: dict[str, list[tuple[Key, PodSnapshot]]] = {}
+            for k, p in sorted(self.pods.items()):
+                if p.workload is not None:
+                    out.setdefault(p.workload.key, []).append((k, p))
+            return out
+        return self.cached("pods_by_workload", build)
 
     # ------------------------------------------------------------ cooldown bookkeeping
     def record_decision(self, strategy: str, node: str, pod: Key, made_at: float) -> None:
@@ -441,6 +491,10 @@ def evictable(key: Key, pod: PodSnapshot, state: ClusterState,
         return False, "system-critical"
     if pod.local_storage and not settings.evict_local_storage_pods and safe != "true":
         return False, "local-storage"
+    now = state.tick_ts
+    if settings.min_pod_age_s > 0 and pod.created_at is not None and now is not None \
+            and now - pod.created_at <= settings.min_pod_age_s:
+        return False, "too-young"
     if settings.respect_pdb:
         for (_, pdb_name), pdb in state.pdbs_for(namespace, pod):
             if pdb.disruptions_allowed <= 0:
@@ -634,6 +688,9 @@ class Choice:
             return "workload-cooldown"
         if now < self.state.backoff_until.get(wl, -1.0):
             return "workload-backoff"
+        if g.landing_hold_s > 0 and any(ld.workload == wl and ld.node == node and now - ld.ts <= g.landing_hold_s
+                                        for ld in self.state.landings):
+            return "recent-landing"
         if self.total >= g.max_total:
             return "limit-total"
         if self.node_n[node] >= g.max_per_node:
@@ -686,10 +743,7 @@ class Choice:
     def healthy_elsewhere(self, key: Key, pod: PodSnapshot) -> int:
         """Running, ready pods of the same workload on other nodes."""
         if self._by_wl is None:
-            self._by_wl = {}
-            for k, p in sorted(self.state.pods.items()):
-                if p.workload is not None:
-                    self._by_wl.setdefault(p.workload.key, []).append((k, p))
+            self._by_wl = self.state.pods_by_workload()
         if pod.workload is None:
             return 0
         return sum(1 for k, p in self._by_wl.get(pod.workload.key, [])

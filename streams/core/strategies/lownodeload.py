@@ -18,7 +18,9 @@ per resource (``cpu``, ``mem``; a resource with weight 0 is ignored):
   preference (lower priority, healthy replicas elsewhere, not moved recently), then the highest
   weighted usage. A pod qualifies when it fits on at least one target by requests (taints,
   selector, schedulability, topology spread, kept-apart workloads) and by real usage (the target
-  stays under the high thresholds and ``target_max_mem_pct`` memory with the pod's usage added).
+  stays under the high thresholds and ``target_max_mem_pct`` memory with the pod's usage added; in
+  deviation mode a pod too big for that may still go where the target ends below both the source's
+  level after the move and the guard's ``hot_cpu_pct``, so one big pod can fix a hot node).
   It stops as soon as the source is no longer above any high threshold. A pod whose usage is not
   in the tick's scrape is skipped;
 - at most ``max_evictions_per_tick_per_node`` decisions per source per tick and
@@ -37,15 +39,24 @@ from streams.core.state import Choice, ClusterState, NodeSample
 
 NAME = "LowNodeLoad"
 
+MODE_DEFAULTS: dict[str, dict[str, float]] = {
+    "deviation": {"high_cpu_pct": 8.0, "low_cpu_pct": 8.0, "high_mem_pct": 10.0, "low_mem_pct": 10.0},
+    "absolute": {"high_cpu_pct": 80.0, "low_cpu_pct": 50.0, "high_mem_pct": 90.0, "low_mem_pct": 60.0},
+}
+
 
 @dataclass(frozen=True)
 class LowNodeLoadSettings:
     enabled: bool = True
-    mode: Literal["absolute", "deviation"] = "absolute"
-    high_cpu_pct: float = 80.0
-    low_cpu_pct: float = 50.0
-    high_mem_pct: float = 90.0
-    low_mem_pct: float = 60.0
+    # Default: deviation from the cluster mean (points), so nodes converge on the mean whatever the
+    # load; ``mode: absolute`` gives the descheduler's LowNodeUtilization. A threshold left unset takes
+    # its mode's default (MODE_DEFAULTS): deviation 8 / 8 CPU and 10 / 10 memory points, absolute
+    # 80 / 50 CPU and 90 / 60 memory %.
+    mode: Literal["absolute", "deviation"] = "deviation"
+    high_cpu_pct: float = None  # type: ignore[assignment]  # filled from MODE_DEFAULTS
+    low_cpu_pct: float = None  # type: ignore[assignment]
+    high_mem_pct: float = None  # type: ignore[assignment]
+    low_mem_pct: float = None  # type: ignore[assignment]
     cpu_weight: float = 1.0
     mem_weight: float = 0.0
     consecutive: int = 3
@@ -55,6 +66,11 @@ class LowNodeLoadSettings:
     pod_cooldown_s: float = 1800.0
     ttl_s: float = 300.0
     target_max_mem_pct: float = 90.0
+
+    def __post_init__(self) -> None:
+        for f, v in MODE_DEFAULTS.get(self.mode, {}).items():
+            if getattr(self, f) is None:
+                object.__setattr__(self, f, v)
 
     def validate(self) -> None:
         for f in ("high_cpu_pct", "high_mem_pct"):
@@ -216,7 +232,12 @@ def plan(state: ClusterState, s: LowNodeLoadSettings) -> list[DescheduleDecision
                     continue
                 if choice.blocked(key, pod, src) is not None:  # limits taken by earlier picks
                     continue
-                fits = choice.targets(key, pod, src, (cpu, mem), max_cpu_pct=max_cpu_target,
+                bound = max_cpu_target
+                if s.mode == "deviation" and s.cpu_weight > 0:
+                    # a big pod may take a target past mean + high, but never past the source's own level
+                    # after the move (no inverted imbalance) nor past the guard's hot bound
+                    bound = min(state.guard.hot_cpu_pct, max(max_cpu_target, 100 * (src_cpu - cpu) / alloc))
+                fits = choice.targets(key, pod, src, (cpu, mem), max_cpu_pct=bound,
                                       max_mem_pct=max_mem_target, nodes=targets)
                 if fits:
                     chosen = (c, fits)

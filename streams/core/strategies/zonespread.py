@@ -50,6 +50,11 @@ Group = tuple[TopologySpread, list[tuple[Key, PodSnapshot]]]
 
 
 def _groups(state: ClusterState, s: ZoneSpreadSettings) -> dict[tuple, Group]:
+    """Pods by spread group; rebuilt only when an event changed the state (``ClusterState.cached``)."""
+    return state.cached(f"zonespread-groups/{s.topology_key}/{s.include_soft}", lambda: _build_groups(state, s))
+
+
+def _build_groups(state: ClusterState, s: ZoneSpreadSettings) -> dict[tuple, Group]:
     out: dict[tuple, Group] = {}
     for key, pod in sorted(state.pods.items()):
         for c in pod.topology_spread:
