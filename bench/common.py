@@ -332,18 +332,19 @@ def two_worker_split(workdir: Path, nodes: int = 40, scrapes: int = 3) -> dict[s
             time.sleep(0.5)
         pairs = fleet_payloads(nodes, 100, nodes * 10, scrapes, t0=1_900_000_000.0)
         asyncio.run(produce(broker.bootstrap, T.CLUSTER_METRICS, pairs))
-        n_slices = len(pairs) * 10
+        n_slices = len(pairs) * 10  # per-app slices; split-metrics batches them per app-samples partition
         deadline = time.monotonic() + 90
         while True:
             cm = sum(w.counter("kubetide_messages_consumed_total", topic=T.CLUSTER_METRICS) for w in workers)
-            cs = sum(w.counter("kubetide_messages_consumed_total", topic=T.APP_SAMPLES) for w in workers)
+            cs = sum(w.counter("kubetide_streams_app_slices_total") for w in workers)
             if cm >= len(pairs) and cs >= n_slices:
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"consumed {cm}/{len(pairs)} messages, {cs}/{n_slices} slices")
             time.sleep(0.5)
+        n_batches = int(sum(w.counter("kubetide_messages_consumed_total", topic=T.APP_SAMPLES) for w in workers))
         per_part = {t: asyncio.run(partition_counts(broker.bootstrap, t, n, e))
-                    for t, n, e in ((T.CLUSTER_METRICS, 8, len(pairs)), (T.APP_SAMPLES, 8, n_slices))}
+                    for t, n, e in ((T.CLUSTER_METRICS, 8, len(pairs)), (T.APP_SAMPLES, 8, n_batches))}
         topo = router(workers[0])
         tables = router(workers[0], "/router/")
         members = asyncio.run(group_assignments(broker.bootstrap, "kubetide-streams"))

@@ -48,7 +48,8 @@ APPS = 10  # per node, as in stream_bench; each node's apps are its own workload
 CONFIG = """\
 streams:
   strategies:
-    LowNodeLoad: {consecutive: 1, node_cooldown_s: 0, pod_cooldown_s: 0, high_cpu_pct: 80, low_cpu_pct: 50}
+    LowNodeLoad: {mode: absolute, consecutive: 1, node_cooldown_s: 0, pod_cooldown_s: 0,
+                  high_cpu_pct: 80, low_cpu_pct: 50}
   guard: {max_per_node: 100000, max_per_namespace: 100000, max_per_workload: 100000, max_total: 100000,
           pod_cooldown_s: 0, workload_cooldown_s: 0, backoff_base_s: 0, keep_apart_s: 0}
 """

@@ -64,7 +64,8 @@ def run(pods: int, apps: int, rounds: int, workdir: Path | None = None) -> dict[
         while True:
             peak = max(peak, rss_bytes(worker.pid))
             cm = worker.counter("kubetide_messages_consumed_total", topic=topics.CLUSTER_METRICS)
-            cs = worker.counter("kubetide_messages_consumed_total", topic=topics.APP_SAMPLES)
+            # app-samples messages carry batches of per-app slices: count the slices profiled
+            cs = worker.counter("kubetide_streams_app_slices_total")
             if cm >= n_msgs and cs >= n_slices:
                 break
             if time.monotonic() > deadline:

@@ -10,12 +10,18 @@ per node) are produced **before** the worker starts. Then:
 - **worker**: ``python -m kubetide streams`` starts, and its Prometheus counter
   ``kubetide_messages_consumed_total{topic="cluster.metrics"}`` is polled every 200 ms. The rate is
   the slope between the first poll that shows consumption and the first poll that shows all N
-  (start-up is excluded). That counter is ticked by ``split-metrics`` (decode, split per app,
-  send per-app slices + the node summary). The same worker also runs ``interference`` on the
-  same messages and the ``profiler`` on the repartitioned app samples: the **pipeline** figure
-  is the rate until the profiler has consumed every per-app slice (the whole backlog drained).
+  (start-up is excluded). That counter is ticked by ``split-metrics`` (decode once, node summary
+  to the planner, interference update, per-app slices batched per app-samples partition). The
+  same worker also runs the ``profiler`` on the repartitioned slices and the ``planner`` on the
+  node summaries: the **pipeline** figure is the rate until the profiler has profiled every
+  per-app slice (``kubetide_streams_app_slices_total``; the whole backlog drained).
 
-``--profile`` runs the worker under ``py-spy record`` (if installed) and prints the top frames.
+``cpu_ms_per_message`` / ``pipeline_cpu_ms_per_message``: the worker process's CPU time (all
+threads) per ``cluster.metrics`` message over the same two intervals — the figure to compare
+between runs on a loaded machine, where the rates mostly measure the CPU share the worker got.
+
+``--profile`` runs the worker under ``py-spy record --gil`` (if installed; only the thread holding
+the GIL is sampled) and prints the top frames and the inclusive share of the main steps.
 Target: worker ≥ 0.5 × baseline and ≥ 100,000 pod-samples/s.
 """
 
@@ -74,7 +80,9 @@ def watch(worker: Streams, n_metrics: int, n_slices: int, timeout: float) -> dic
     while time.monotonic() < t_end:
         t = time.monotonic()
         cm = worker.counter("kubetide_messages_consumed_total", topic=topics.CLUSTER_METRICS)
-        cs = worker.counter("kubetide_messages_consumed_total", topic=topics.APP_SAMPLES)
+        # per-app slices profiled (a worker from before the batched repartition: one record per slice)
+        cs = max(worker.counter("kubetide_streams_app_slices_total"),
+                 worker.counter("kubetide_messages_consumed_total", topic=topics.APP_SAMPLES))
         series.append((t, cm, cs, cpu_seconds(worker.pid)))
         if cm >= n_metrics and cs >= n_slices:
             break
@@ -93,6 +101,8 @@ def watch(worker: Streams, n_metrics: int, n_slices: int, timeout: float) -> dic
     if first and done_s and done_s[0] > first[0]:
         out["pipeline_s"] = done_s[0] - first[0]
         out["pipeline_msgs_per_s"] = (n_metrics - first[1]) / (done_s[0] - first[0])
+        out["pipeline_cpu_util"] = (done_s[3] - first[3]) / (done_s[0] - first[0])
+        out["pipeline_cpu_ms_per_message"] = 1000.0 * (done_s[3] - first[3]) / max(1.0, n_metrics - first[1])
     return out
 
 
@@ -162,8 +172,11 @@ def run(messages: int, *, repeats: int = 3, profile: bool = False, profile_s: in
         ready_s = time.monotonic() - t_start
         spy_proc = None
         if profile and Path(spy).exists():
+            # --gil: only the thread holding the GIL is sampled, so a thread waiting for the GIL
+            # (aiokafka's socket writes, faust's consumer thread) is not counted as busy
             spy_proc = subprocess.Popen([spy, "record", "--pid", str(worker.proc.pid), "--format", "raw", "--rate",
-                                         "100", "--duration", str(profile_s), "--nonblocking", "-o", str(raw)],
+                                         "100", "--duration", str(profile_s), "--nonblocking", "--gil",
+                                         "-o", str(raw)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         w = watch(worker, n, n * APPS_PER_NODE, timeout=max(60.0, n / 200.0))
         rate = w.get("split_msgs_per_s", 0.0) * PODS
@@ -182,6 +195,8 @@ def run(messages: int, *, repeats: int = 3, profile: bool = False, profile_s: in
             "consumed": w.get("consumed"),
             "worker_cpu_util": round(w.get("cpu_util", 0.0), 2),
             "worker_cpu_ms_per_message": round(w.get("cpu_ms_per_message", 0.0), 2),
+            "pipeline_cpu_util": round(w.get("pipeline_cpu_util", 0.0), 2),
+            "pipeline_cpu_ms_per_message": round(w.get("pipeline_cpu_ms_per_message", 0.0), 2),
             "target_ratio_0.5_met": bool(base_rate and rate / base_rate >= 0.5),
             "target_100k_met": rate >= 100_000,
             "loadavg": load(),
@@ -191,10 +206,12 @@ def run(messages: int, *, repeats: int = 3, profile: bool = False, profile_s: in
             if raw.exists():
                 result["profile_top_own"] = pyspy_top(raw)
                 result["profile_inclusive_pct"] = pyspy_inclusive(raw, [
-                    "decode (kubetide/codec.py", "model_validate", "split_metrics", "encode (kubetide/codec.py",
-                    "model_dump", "interference (streams/agents.py", "update (streams/core/interference.py",
-                    "profiler (streams/agents.py", "planner (streams/agents.py", "split (streams/agents.py",
-                    "send (faust", "_drain", "aiokafka"])
+                    "decode (kubetide/codec.py", "decode_trusted", "model_validate", "slice_dicts",
+                    "encode (kubetide/codec.py", "model_dump", "interfere (streams/agents.py",
+                    "update (streams/core/interference.py", "split (streams/agents.py",
+                    "profiler (streams/agents.py", "profile_message", "to_bytes", "pack_state", "hourly",
+                    "planner (streams/agents.py", "send (faust", "_drain", "Sender", "Fetcher", "aiokafka",
+                    "generate_latest"])
                 result["profile_file"] = str(raw)
         return result
     finally:

@@ -100,6 +100,36 @@ def decode_obj(expected: str, obj: Any) -> Message:
         raise DecodeError("schema", f"{type(exc).__name__}: {exc}"[:500]) from None
 
 
+def decode_trusted(expected: str, raw: bytes | bytearray | memoryview | None,
+                   *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[int, dict[str, Any]]:
+    """``(schema version, JSON object)`` of a message on one of kubetide's **internal** topics.
+
+    Only for messages kubetide itself produced (``kubetide.internal.*``): the envelope is checked
+    (size, JSON object, schema name, a registered version) but the fields are **not** validated —
+    the caller reads the object directly (or builds models with ``model_construct``), which is
+    what makes the repartition hops cheap. Errors are :class:`DecodeError` as in :func:`decode`;
+    a malformed field then fails in the caller (a ``processing`` dead letter). External topics
+    always go through :func:`decode`.
+    """
+    if raw is None:
+        raise DecodeError("decode", "empty message (no value)")
+    if len(raw) > max_bytes:
+        raise DecodeError("too-large", f"payload is {len(raw)} bytes, limit {max_bytes}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError("decode", f"not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise DecodeError("schema", f"expected a JSON object, got {type(obj).__name__}")
+    ref = obj.get("schema")
+    if not isinstance(ref, dict) or ref.get("name") != expected:
+        raise DecodeError("schema", f"message is not a {expected!r} message (schema {ref!r})")
+    version = ref.get("version")
+    if type(version) is not int or version not in MODELS.get(expected, {}):
+        raise DecodeError("version", f"unknown schema version {expected}/v{version!r}")
+    return version, obj
+
+
 def dead_letter(raw: bytes | None, *, origin_topic: str, reason: DeadLetterReason, error: str,
                 origin_partition: int | None = None, origin_offset: int | None = None,
                 origin_key: bytes | None = None, worker: str = "",

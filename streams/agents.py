@@ -3,26 +3,38 @@
 Every consumed message goes through :func:`kubetide.codec.decode`; any error while handling it
 becomes a ``deadletter`` message (key = origin topic) and the agent goes on with the next one.
 
-- ``split_metrics`` on ``cluster.metrics``: per-app slices → app-samples (key app), the node
-  summary → planner-input (key ``cluster``).
+- ``split-metrics`` on ``cluster.metrics`` takes the messages in batches (``stream.take_events``:
+  up to ``SPLIT_BATCH`` messages or ``SPLIT_WITHIN_S`` seconds; acked after the batch) and decodes
+  each **once** (validated; bad input dead-lettered) for three uses: its node summary →
+  planner-input (key ``cluster``, one message per node scrape, as before); the interference
+  update of its node (below); its per-app slices, which are gathered over the whole batch and
+  sent as **one** :class:`~streams.core.messages.AppSamplesBatch` per app-samples partition, with
+  an explicit partition = the producer partitioner's partition of the app key (so every slice of
+  an app still lands where a message keyed by the app would: co-partitioned with the profile
+  table and with ``forward-events``' requests).
 - ``forward_events`` on ``cluster.events``: → planner-input; a Pod's requests → app-samples.
-- ``profiler`` on app-samples: per-app :class:`~streams.core.profile.AppProfileState`, cached in
+- ``profiler`` on app-samples (batches read with :func:`~kubetide.codec.decode_trusted`, no
+  second validation; each slice in order, exactly as one message per slice would be): per-app
+  :class:`~streams.core.profile.AppProfileState`, cached in
   memory and written to a changelog-backed table each time a profile is emitted (at most once
   per app per ``emit_interval_s`` of event time). After a crash or a partition move, an app's
   profile resumes from its last emitted state (samples since then are lost: ≤ one interval).
+  Table values are zstd-compressed :meth:`~streams.core.profile.AppProfileState.to_bytes`
+  (:func:`pack_state`; the changelog is most of what the worker writes).
   The table and cache key is ``namespace/app`` (:func:`~streams.core.profile.state_key`): two
   namespaces with the same app name are profiled separately, though their ``profiles`` messages
   share the topic key ``app`` (the contract). ``interferes_with`` / ``complements`` come from this
   worker's :class:`~streams.core.interference.Advisor` (anomalies this worker detected, hourly CPU
-  of the apps it profiles): with several workers each sees only its own partitions' share.
-- ``interference`` on ``cluster.metrics`` (key node): per-node
+  of the apps it profiles, refreshed at most once per ``history_slot_s`` of event time per app):
+  with several workers each sees only its own partitions' share.
+- interference, inside ``split-metrics`` (``cluster.metrics`` is keyed by node): per-node
   :class:`~streams.core.interference.NodeState` **in memory** (bounded ring buffers), each scrape
   through :func:`~streams.core.interference.update`, the anomalies → ``anomalies`` (key node) and,
   as ``PlannerInput`` kind ``anomaly``, → planner-input (key ``cluster``). A
   partition move moves a node with it; the new owner re-learns the node's normals within
-  ``warmup`` scrapes. Undecodable input is dead-lettered once, by ``split-metrics``; this agent
-  skips it (and dead-letters only its own processing errors).
-- ``planner`` on planner-input (one partition → one active planner): in-memory
+  ``warmup`` scrapes. Its processing errors are dead-lettered on their own.
+- ``planner`` on planner-input (one partition → one active planner; node summaries read without a
+  second validation, see :func:`~streams.core.messages.planner_input_trusted`): in-memory
   :class:`~streams.core.planner.Planner`; kind ``anomaly`` goes to ``Planner.apply_anomaly`` (the
   Interference strategy acts on it at the next tick), the other kinds to ``Planner.handle``. It
   is rebuilt, not restored, after a restart or when
@@ -36,21 +48,29 @@ import logging
 from typing import Any
 
 import faust
+import orjson
+import zstandard
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import generate_latest
 
 from kubetide import metrics as catalogue
 from kubetide import topics
-from kubetide.codec import DecodeError, dead_letter_for, decode, encode
+from kubetide.codec import DecodeError, dead_letter_for, decode, decode_obj, decode_trusted, encode
 from streams import metrics
 from streams.core.interference import Advisor, InterferenceSettings, NodeState
 from streams.core.interference import update as interference_update
 from streams.core.messages import (
     AppSamples,
-    PlannerInput,
+    AppSamplesBatch,
     app_requests,
+    batch_samples,
     forward_anomaly,
+    forward_app_metric,
     forward_event,
-    split_metrics,
+    node_input_dict,
+    planner_input_trusted,
+    slice_dicts,
+    slices_by_partition,
 )
 from streams.core.planner import DECISION_TOPICS, Planner, decision_kafka_key, decision_topic
 from streams.core.profile import AppProfileState, profile_message, should_emit, state_key
@@ -60,6 +80,9 @@ log = logging.getLogger("kubetide.streams")
 
 PROFILE_TABLE = "profile-state"
 CLUSTER_KEY = b"cluster"
+# split-metrics takes up to this many messages at a time, waiting at most this long for them
+SPLIT_BATCH = 200
+SPLIT_WITHIN_S = 0.02
 
 
 def _topic(app: faust.App, name: str) -> Any:
@@ -94,17 +117,63 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
                           exc_info=exc)
         await t_dead.send(key=msg.topic.encode(), value=encode(dl))
 
+    n_samples_parts = topics.spec(topics.APP_SAMPLES).partitions
+    partitioner = app.conf.producer_partitioner or DefaultPartitioner()
+    all_parts = list(range(n_samples_parts))
+    part_of: dict[str, int] = {}
+
+    def partition_of(app_name: str) -> int:
+        """The app-samples partition a message keyed by ``app_name`` goes to (the producer's partitioner)."""
+        p = part_of.get(app_name)
+        if p is None:
+            if len(part_of) > 200_000:
+                part_of.clear()
+            p = part_of[app_name] = partitioner(app_name.encode(), all_parts, all_parts)
+        return p
+
+    isettings: InterferenceSettings = getattr(settings, "interference", None) or InterferenceSettings()
+    nodes: dict[str, NodeState] = {}
+    node_part: dict[str, int] = {}
+
+    async def interfere(msg: Any, event: Any) -> None:
+        try:
+            st = nodes.get(msg.node)
+            if st is None:
+                st = nodes[msg.node] = NodeState(isettings)
+                node_part[msg.node] = event.message.partition
+            for a in interference_update(st, msg):
+                advisor.add_anomaly(a)
+                catalogue.observe_anomaly(a)
+                await t_anomalies.send(key=a.node.encode(), value=encode(a))
+                await t_planner.send(key=CLUSTER_KEY, value=encode(forward_anomaly(a)))
+                log.info("anomaly %s %s: %s/%s %s on %s", a.id, a.state, a.victim.namespace, a.victim.name,
+                         a.metric, a.node)
+        except Exception as exc:
+            await dead(exc, event)
+
     @app.agent(t_metrics, name="split-metrics")
     async def split(stream: Any) -> None:
-        async for event in stream.events():
-            metrics.MESSAGES.labels(topics.CLUSTER_METRICS).inc()
+        async for events in stream.take_events(SPLIT_BATCH, within=SPLIT_WITHIN_S):
+            slices: list[dict[str, Any]] = []
+            done: list[Any] = []
+            for event in events:
+                try:
+                    msg = decode(topics.CLUSTER_METRICS, event.value)
+                    mine = slice_dicts(msg)
+                    await t_planner.send(key=CLUSTER_KEY, value=orjson.dumps(node_input_dict(msg)))
+                except Exception as exc:
+                    await dead(exc, event)
+                    continue
+                slices.extend(mine)
+                done.append(event)
+                await interfere(msg, event)
+            metrics.MESSAGES.labels(topics.CLUSTER_METRICS).inc(len(events))
             try:
-                samples, summary = split_metrics(decode(topics.CLUSTER_METRICS, event.value))
-                for s in samples:
-                    await t_samples.send(key=s.app.encode(), value=encode(s))
-                await t_planner.send(key=CLUSTER_KEY, value=encode(summary))
+                for p, value in slices_by_partition(slices, partition_of):
+                    await t_samples.send(value=value, partition=p)
             except Exception as exc:
-                await dead(exc, event)
+                for event in done:
+                    await dead(exc, event)
 
     @app.agent(t_events, name="forward-events")
     async def forward(stream: Any) -> None:
@@ -119,61 +188,67 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
             except Exception as exc:
                 await dead(exc, event)
 
+    if getattr(settings, "autoscale", None) is not None:
+        # app.metrics → planner-input (kind app_metric) for the autoscaler's custom-metric triggers
+        t_app_metrics = _topic(app, topics.APP_METRICS)
+
+        @app.agent(t_app_metrics, name="forward-app-metrics")
+        async def forward_app_metrics(stream: Any) -> None:
+            async for event in stream.events():
+                metrics.MESSAGES.labels(topics.APP_METRICS).inc()
+                try:
+                    am = decode(topics.APP_METRICS, event.value)
+                    await t_planner.send(key=CLUSTER_KEY, value=encode(forward_app_metric(am)))
+                except Exception as exc:
+                    await dead(exc, event)
+
     # Profile states this worker owns, by partition (dropped when a partition is not kept).
     cache: dict[int, dict[bytes, AppProfileState]] = {}
     advisor = Advisor()
+
+    hourly_every = settings.profiler.history_slot_s
+    hourly_at: dict[int, dict[bytes, float]] = {}  # by partition: state key -> event time of its last hourly
+
+    async def profile_one(p: int, msg: AppSamples) -> None:
+        key = state_key(msg.namespace, msg.app).encode()
+        part = cache.setdefault(p, {})
+        st = part.get(key)
+        if st is None:
+            raw = table.get(key)
+            st = AppProfileState.from_bytes(unpack_state(raw), settings.profiler) if raw else AppProfileState(
+                settings.profiler)
+            part[key] = st
+            metrics.PROFILED_APPS.set(sum(len(x) for x in cache.values()))
+        st.update(msg)
+        if msg.cpu_cores and should_emit(st, msg.ts):
+            seen = hourly_at.setdefault(p, {})
+            last = seen.get(key)
+            if last is None or not 0 <= msg.ts - last < hourly_every:
+                advisor.add_hourly(msg.app, st.hourly())
+                seen[key] = msg.ts
+            iw, co = advisor.advice(msg.app, msg.ts)
+            prof = profile_message(st, msg.ts, interferes_with=iw, complements=co)
+            st.last_emit_ts = msg.ts
+            table[key] = pack_state(st.to_bytes())
+            await t_profiles.send(key=msg.app.encode(), value=encode(prof))
+            metrics.PROFILES.inc()
 
     @app.agent(t_samples, name="profiler")
     async def profiler(stream: Any) -> None:
         async for event in stream.events():
             metrics.MESSAGES.labels(topics.APP_SAMPLES).inc()
             try:
-                msg = decode(topics.APP_SAMPLES, event.value)
-                assert isinstance(msg, AppSamples)
-                key = state_key(msg.namespace, msg.app).encode()
-                part = cache.setdefault(event.message.partition, {})
-                st = part.get(key)
-                if st is None:
-                    raw = table.get(key)
-                    st = AppProfileState.from_bytes(raw, settings.profiler) if raw else AppProfileState(
-                        settings.profiler)
-                    part[key] = st
-                    metrics.PROFILED_APPS.set(sum(len(p) for p in cache.values()))
-                st.update(msg)
-                if msg.cpu_cores and should_emit(st, msg.ts):
-                    advisor.add_hourly(msg.app, st.hourly())
-                    iw, co = advisor.advice(msg.app, msg.ts)
-                    prof = profile_message(st, msg.ts, interferes_with=iw, complements=co)
-                    st.last_emit_ts = msg.ts
-                    table[key] = st.to_bytes()
-                    await t_profiles.send(key=msg.app.encode(), value=encode(prof))
-                    metrics.PROFILES.inc()
-            except Exception as exc:
-                await dead(exc, event)
-
-    isettings: InterferenceSettings = getattr(settings, "interference", None) or InterferenceSettings()
-    nodes: dict[str, NodeState] = {}
-    node_part: dict[str, int] = {}
-
-    @app.agent(t_metrics, name="interference")
-    async def interference(stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                msg = decode(topics.CLUSTER_METRICS, event.value)
-            except DecodeError:
-                continue  # split-metrics dead-letters the same bytes
-            try:
-                st = nodes.get(msg.node)
-                if st is None:
-                    st = nodes[msg.node] = NodeState(isettings)
-                    node_part[msg.node] = event.message.partition
-                for a in interference_update(st, msg):
-                    advisor.add_anomaly(a)
-                    catalogue.observe_anomaly(a)
-                    await t_anomalies.send(key=a.node.encode(), value=encode(a))
-                    await t_planner.send(key=CLUSTER_KEY, value=encode(forward_anomaly(a)))
-                    log.info("anomaly %s %s: %s/%s %s on %s", a.id, a.state, a.victim.namespace, a.victim.name,
-                             a.metric, a.node)
+                version, obj = decode_trusted(topics.APP_SAMPLES, event.value)
+                if version == AppSamplesBatch.SCHEMA_VERSION:
+                    batch = batch_samples(obj)
+                else:  # v1: one app's requests from a Pod event (few): validated
+                    one = decode_obj(topics.APP_SAMPLES, obj)
+                    assert isinstance(one, AppSamples)
+                    batch = [one]
+                p = event.message.partition
+                for msg in batch:
+                    await profile_one(p, msg)
+                metrics.SLICES.inc(sum(1 for msg in batch if msg.cpu_cores))
             except Exception as exc:
                 await dead(exc, event)
 
@@ -184,12 +259,16 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
         async for event in stream.events():
             metrics.MESSAGES.labels(topics.PLANNER_INPUT).inc()
             try:
-                msg = decode(topics.PLANNER_INPUT, event.value)
-                assert isinstance(msg, PlannerInput)
+                msg = planner_input_trusted(decode_trusted(topics.PLANNER_INPUT, event.value)[1])
                 pl: Planner = holder["planner"]
                 if msg.kind == "anomaly":
                     assert msg.anomaly is not None
                     pl.apply_anomaly(msg.anomaly)
+                    continue
+                if msg.kind == "app_metric":  # for the tick planners that read app metrics (autoscaler)
+                    for tp in pl.tick_planners:
+                        if hasattr(tp, "apply_metric"):
+                            tp.apply_metric(msg.app_metric)
                     continue
                 before = pl.ticks_planned
                 for d in pl.handle(msg):
@@ -208,6 +287,7 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
         for p in list(cache):
             if not any(tp.topic == topics.APP_SAMPLES and tp.partition == p for tp in kept):
                 del cache[p]
+                hourly_at.pop(p, None)
         metrics.PROFILED_APPS.set(sum(len(p) for p in cache.values()))
         metrics_parts = {tp.partition for tp in assigned if tp.topic == topics.CLUSTER_METRICS}
         for n in [n for n, p in node_part.items() if p not in metrics_parts]:
@@ -225,7 +305,23 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
         return web.bytes(generate_latest(), content_type="text/plain")
 
     return {"split": split, "forward": forward, "profiler": profiler, "planner": planner, "table": table,
-            "holder": holder, "interference": interference, "nodes": nodes, "advisor": advisor}
+            "holder": holder, "interference": split, "nodes": nodes, "advisor": advisor}
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_zc = zstandard.ZstdCompressor(level=1)
+_zd = zstandard.ZstdDecompressor()
+
+
+def pack_state(raw: bytes) -> bytes:
+    """A profile state for the table: zstd-compressed (~9x smaller changelog records; the
+    history ring and hex sketches of ``to_bytes`` compress well)."""
+    return _zc.compress(raw)
+
+
+def unpack_state(raw: bytes) -> bytes:
+    """Inverse of :func:`pack_state`; also accepts an uncompressed state (older changelog records)."""
+    return _zd.decompress(raw) if raw[:4] == _ZSTD_MAGIC else raw
 
 
 def _new_planner(settings: StreamsSettings) -> Planner:

@@ -15,6 +15,8 @@ PROFILES = Counter("kubetide_streams_profiles_total", "profile messages emitted"
 TICKS = Counter("kubetide_streams_ticks_planned_total", "metric ticks completed and planned")
 LATE_SUMMARIES = Gauge("kubetide_streams_late_summaries", "node summaries dropped because their tick was planned")
 PROFILED_APPS = Gauge("kubetide_streams_profiled_apps", "apps with a profile state cached on this worker")
+SLICES = Counter("kubetide_streams_app_slices_total",
+                 "per-app slices of node scrapes profiled (several per app-samples message)")
 
 
 class _Bound:

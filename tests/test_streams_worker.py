@@ -195,7 +195,9 @@ def test_hot_node_gets_a_deschedule_decision(scenario: Scenario) -> None:
     assert d.pod.name == f"{sc.app}-a"  # 7.2 - 2.0 = 65 %: in band, highest CPU
     assert d.workload.key == f"shop/{sc.app}"
     assert d.made_at == sc.base_ts + 2 * STEP and d.expires_at == d.made_at + 300  # third hot tick
-    assert "above 80%" in d.reason and d.evidence["node_cpu_pct"] == 90.0
+    # default thresholds: deviation mode, 8 points above the mean of the ready nodes' CPU
+    assert d.evidence["mode"] == "deviation" and d.evidence["high_cpu_pct"] == d.evidence["mean_cpu_pct"] + 8
+    assert f"above {d.evidence['high_cpu_pct']:g}% CPU (deviation)" in d.reason and d.evidence["node_cpu_pct"] == 90.0
     assert len({x.id for x in sc.decisions}) == len(sc.decisions) == 1  # node cooldown: one decision
 
 
