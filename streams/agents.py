@@ -160,13 +160,19 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
                 try:
                     msg = decode(topics.CLUSTER_METRICS, event.value)
                     mine = slice_dicts(msg)
+                except Exception as exc:
+                    await dead(exc, event)
+                    continue
+                # Interference first: the anomalies a scrape opens reach the planner before the scrape's own
+                # node summary, as in `kubetide evaluate --offline` (same decisions, same ticks).
+                await interfere(msg, event)
+                try:
                     await t_planner.send(key=CLUSTER_KEY, value=orjson.dumps(node_input_dict(msg)))
                 except Exception as exc:
                     await dead(exc, event)
                     continue
                 slices.extend(mine)
                 done.append(event)
-                await interfere(msg, event)
             metrics.MESSAGES.labels(topics.CLUSTER_METRICS).inc(len(events))
             try:
                 for p, value in slices_by_partition(slices, partition_of):
