@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from kubetide.quantity import format_cpu, format_kibibytes, format_memory, format_nanocores
 
@@ -16,6 +17,10 @@ DEFAULT_TOLERATIONS = [
 ]
 
 
+METRICS_WINDOW = "10s"  # the ``window`` of NodeMetrics / PodMetrics
+
+
+@lru_cache(maxsize=65536)
 def ts(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -363,7 +368,7 @@ def node_metrics(n: Node, cluster: Cluster) -> dict:
         "apiVersion": "metrics.k8s.io/v1beta1",
         "metadata": {"name": n.name, "creationTimestamp": now, "labels": dict(n.labels)},
         "timestamp": now,
-        "window": "10s",
+        "window": METRICS_WINDOW,
         "usage": {"cpu": format_nanocores(n.usage_cpu), "memory": format_kibibytes(n.usage_memory)},
     }
 
@@ -375,7 +380,7 @@ def pod_metrics(p: Pod, cluster: Cluster) -> dict:
         "apiVersion": "metrics.k8s.io/v1beta1",
         "metadata": {"name": p.name, "namespace": p.namespace, "creationTimestamp": now, "labels": dict(p.labels)},
         "timestamp": now,
-        "window": "10s",
+        "window": METRICS_WINDOW,
         "containers": [{"name": p.app or p.name,
                         "usage": {"cpu": format_nanocores(p.usage_cpu), "memory": format_kibibytes(p.usage_memory)}}],
     }

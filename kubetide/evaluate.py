@@ -16,10 +16,12 @@ Both runs start from the same scenario and seed (the same cluster, the same dema
   and its cluster-autoscaler model on elastic node groups where the scenario enables it (kubesim's
   ``Cluster`` defaults).
 
-The kubetide run keeps the same HPA and cluster-autoscaler models: kubetide today acts through
-descheduling decisions only (``decisions.deschedule``, the LowNodeLoad strategy); its autoscale and
-node-scale planners are not yet driven by the stream worker and the actuator, so the replica and
-node keys compare kubetide's descheduling on top of the same autoscalers.
+Offline, the kubetide run autoscales every app with an ``hpa:`` spec itself (kubesim's HPA off): a
+kubetide policy per app derived from the spec (same min / max / target utilisation / tolerance, the
+predictive trigger on; :func:`kubetide.offline_autoscale.with_scenario_autoscale`, ``streams.autoscale``
+in ``--config`` adds a ``default_policy`` or explicit ``workloads``, ``enabled: false`` keeps kubesim's
+HPA), its ``decisions.autoscale`` applied through ``Cluster.set_replicas``
+(:mod:`kubetide.offline_autoscale`). The cluster-autoscaler model is the same in both runs.
 
 The report (``--report``) is one JSON object ``{"scenario", "seed", "sim_hours", "tick_s", "mode",
 "kubetide": {...}, "baseline": {...}, "wall_s": {...}, "decisions": [...]}``; each run has the keys
@@ -44,6 +46,15 @@ of :data:`KEYS` (computed by :mod:`kubetide.scorecard` from per-tick series):
   ``Cluster.sla``: unserved demand in pods of the app's request,
   :func:`kubetide.scorecard.underprovisioned_pod_minutes`.)
 - ``replica_hours``: Running (non-DaemonSet) pods × time. ``node_hours``: nodes × time.
+- ``scale_events``: replica changes of Deployments (one per Deployment per tick its ``replicas`` changed),
+  whoever made them (kubesim's HPA, kubetide's autoscaler).
+- ``pending_pod_seconds_p95``: p95 of the seconds each pod created during the run (not DaemonSet pods,
+  not negative-priority placeholders) waited from creation until bound to a node (:class:`PodWaits`).
+  ``packing_rate_peak``: mean requested / allocatable CPU (schedulable nodes; placeholders excluded)
+  over the ticks whose demand is at or above its 90th percentile. ``node_scale_evictions``: evictions
+  made to remove nodes — the cluster-autoscaler model's drains in both runs, plus kubetide's node-scale
+  drains (offline, scenarios with an elastic group turn on ``streams.nodescale``:
+  :func:`kubetide.offline_nodescale.elastic_config`; the cluster-autoscaler model runs in both runs).
 - ``ideal_node_hours``: kubesim's per-tick ideal node count (the fewest nodes of the largest type
   that fit all requests, ``accounting()["ideal_nodes_now"]``) × tick length. (Without it:
   ``max(1, ceil(total CPU usage / node size))`` per tick.)
@@ -86,6 +97,8 @@ KEYS = (
     "node_cpu_spread_p95_p5", "max_zone_skew", "pdb_violations", "evictions", "repeat_evictions_30m",
     "underprovisioned_pod_minutes", "replica_hours", "node_hours", "ideal_node_hours",
     "interference_precision", "interference_recall", "antagonist_top1", "decision_latency_p99_s",
+    "scale_events",
+    "pending_pod_seconds_p95", "packing_rate_peak", "node_scale_evictions",
 )
 
 
@@ -107,8 +120,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", required=True, help="write the JSON report here")
     parser.add_argument("--plot", default=None, help="write a PNG figure of both runs here")
     parser.add_argument("--fast", action="store_true",
-                        help="offline: skip the Kafka codec round-trip of every message and the profiler "
-                             "(neither changes a decision; about twice as fast on large scenarios)")
+                        help="offline: also skip the profiler (it changes no decision)")
+    parser.add_argument("--codec", action="store_true",
+                        help="offline: render every object and scrape to Kubernetes JSON and round-trip every "
+                             "message through the Kafka codec, as the workers see them, and emit profiles "
+                             "(the same decisions, several times slower)")
+    parser.add_argument("--serial", action="store_true",
+                        help="offline: run the baseline after the kubetide run instead of alongside it in a "
+                             "second process")
     parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     parser.add_argument("--run-dir", default=".kubetide/evaluate",
                         help="logs of the online run's processes (default .kubetide/evaluate)")
@@ -182,7 +201,15 @@ class Series:
     evictions: list[int] = field(default_factory=list)
     apps: list[str] = field(default_factory=list)
     pod_cores: list[float] = field(default_factory=list)
+    scale_events: list[int] = field(default_factory=list)  # Deployments whose replicas changed in the tick
     _last: tuple | None = None
+    # node scaling: seconds each scale-out pod waited for a node, requested (non-placeholder) and
+    # allocatable CPU per tick (see PodWaits)
+    waits: list[float] = field(default_factory=list)
+    requested_cores: list[float] = field(default_factory=list)
+    allocatable_cores: list[float] = field(default_factory=list)
+    _waits: Any = None
+    _arrays: tuple | None = None  # (pods, nodes, per pod: running, zones, zone of each node, per pod: placed)
 
     def observe(self, cluster: Any) -> None:
         deps = list(cluster.deployments.values())
@@ -190,32 +217,38 @@ class Series:
             self.apps = [f"{d.namespace}/{d.name}" for d in deps]
             self.pod_cores = [d.spec.cpu_request for d in deps]
         zones = sorted({n.zone for n in cluster.nodes.values() if not n.unschedulable})
-        served = dict.fromkeys(((d.namespace, d.name) for d in deps), 0.0)
-        per_zone: dict[tuple[str, str], dict[str, int]] = {}
-        running = 0
-        for p in cluster.pods.values():
-            if p.daemon or not p.app:
-                continue
-            key = (p.namespace, p.app)
-            if p.ready and p.node_name and key in served:
-                served[key] += p.usage_cpu
-            if p.phase == "Running" and p.node_name:
-                running += 1
-                node = cluster.nodes.get(p.node_name)
-                if node is not None:
-                    z = per_zone.setdefault(key, {})
-                    z[node.zone] = z.get(node.zone, 0) + 1
+        fast = self._from_arrays(cluster, deps, zones)
+        if fast is not None:
+            served_l, running, skew = fast
+        else:
+            served = dict.fromkeys(((d.namespace, d.name) for d in deps), 0.0)
+            per_zone: dict[tuple[str, str], dict[str, int]] = {}
+            running = 0
+            for p in cluster.pods.values():
+                if p.daemon or not p.app:
+                    continue
+                key = (p.namespace, p.app)
+                if p.ready and p.node_name and key in served:
+                    served[key] += p.usage_cpu
+                if p.phase == "Running" and p.node_name:
+                    running += 1
+                    node = cluster.nodes.get(p.node_name)
+                    if node is not None:
+                        z = per_zone.setdefault(key, {})
+                        z[node.zone] = z.get(node.zone, 0) + 1
+            served_l = [served[(d.namespace, d.name)] for d in deps]
+            skew = max((sc.zone_skew(per_zone.get((d.namespace, d.name), {}), zones) for d in deps
+                        if d.replicas > 0), default=0)
         self.t.append(cluster.t)
         self.node_pct.append({n.name: 100.0 * n.usage_cpu / n.cpu for n in cluster.nodes.values()})
         self.nodes.append(len(cluster.nodes))
         self.usage_cores.append(sum(n.usage_cpu for n in cluster.nodes.values()))
         demand = [cluster.app_demand.get((d.namespace, d.name), 0.0) for d in deps]
         self.demand.append(demand)
-        self.served.append([served[(d.namespace, d.name)] for d in deps])
+        self.served.append(served_l)
         self.replicas.append(running)
         self.needed.append(sum(x / c for x, c in zip(demand, self.pod_cores, strict=False) if c > 0))
-        self.skew.append(max((sc.zone_skew(per_zone.get((d.namespace, d.name), {}), zones) for d in deps
-                              if d.replicas > 0), default=0))
+        self.skew.append(skew)
         sla = getattr(cluster, "sla", None)
         if isinstance(sla, dict) and "underprovisioned_pods" in sla:
             self.under_pods.append(int(sla["underprovisioned_pods"]))
@@ -223,9 +256,57 @@ class Series:
             self.ideal_nodes.append(int(cluster.accounting().get("ideal_nodes_now", 0)))
         ev = cluster.counters["evictions"]
         state = (ev, tuple(d.replicas for d in deps), tuple(cluster.nodes))
+        if self._waits is None and hasattr(cluster, "listeners"):
+            self._waits = PodWaits(cluster, self.waits)
+        if self._waits is not None:
+            self.requested_cores.append(self._waits.requested)
+            self.allocatable_cores.append(sum(n.cpu for n in cluster.nodes.values() if not n.unschedulable))
+        self.scale_events.append(0 if self._last is None else sum(
+            a != b for a, b in zip(state[1], self._last[1], strict=False)))
         self.action.append(self._last is not None and state != self._last)
         self.evictions.append(ev)
         self._last = state
+
+    def _from_arrays(self, c: Any, deps: list[Any], zones: list[str]) -> tuple[list[float], int, int] | None:
+        """(served cores per Deployment, running pods, worst zone skew) from kubesim's per-pod tick arrays, when
+        they are current (no pod or node changed since its last usage update): the loop in :meth:`observe`
+        gives the same figures (the sums in the same pod order), at a fraction of the cost. None otherwise."""
+        if getattr(c, "_struct_dirty", True) or not hasattr(c, "_p_cpu") or len(c._p_cpu) != len(c._P) \
+                or c._dep_keys != [(d.namespace, d.name) for d in deps]:
+            return None
+        cache = self._arrays
+        if cache is None or cache[0] is not c._P or cache[1] is not c._N:
+            runs = np.array([not p.daemon and bool(p.app) and p.phase == "Running" and bool(p.node_name)
+                             for p in c._P], dtype=bool)
+            zone_names = sorted({n.zone for n in c._N})
+            zi = {z: i for i, z in enumerate(zone_names)}
+            node_zone = np.array([zi[n.zone] for n in c._N], dtype=np.int64)
+            named = np.array([bool(p.node_name) for p in c._P], dtype=bool)
+            cache = self._arrays = (c._P, c._N, runs, zone_names, node_zone, named)
+        _, _, runs, zone_names, node_zone, named = cache
+        app, node = c._p_app, c._p_node
+        nd = len(deps)
+        ok = (app >= 0) & (node >= 0) & ~c._p_daemon
+        sv = ((app >= 0) & ~c._p_daemon) & named & c._p_ready
+        served = np.bincount(app[sv], weights=c._p_cpu[sv], minlength=nd).tolist()
+        placed = runs & ok
+        nz = len(zone_names)
+        counts = np.bincount(app[placed] * nz + node_zone[node[placed]], minlength=nd * nz).reshape(nd, nz)
+        cols = [zone_names.index(z) for z in zones if z in zone_names]
+        live = np.array([d.replicas > 0 for d in deps], dtype=bool)
+        skew = 0
+        if live.any():
+            if len(cols) < len(zones):  # a zone without nodes in the arrays counts 0 pods
+                counts = np.concatenate([counts, np.zeros((nd, 1), dtype=counts.dtype)], axis=1)
+                cols += [nz] * (len(zones) - len(cols))
+            if cols:
+                sel = counts[live][:, cols]
+                skew = int((sel.max(axis=1) - sel.min(axis=1)).max())
+        return served, int(runs.sum()), skew
+
+    def __getstate__(self) -> dict[str, Any]:
+        # (pickled back from the baseline process: not the pods)
+        return {**self.__dict__, "_arrays": None, "_waits": None}
 
     def node_matrix(self) -> tuple[list[str], np.ndarray]:
         names = sorted({n for row in self.node_pct for n in row})
@@ -237,8 +318,51 @@ class Series:
         return names, a
 
 
+class PodWaits:
+    """A kubesim listener for the node-scaling keys: appends to ``waits`` the seconds each scale-out pod
+    (created after the start; not a DaemonSet pod, not a negative-priority placeholder) waited from
+    creation until bound to a node (or until deleted unbound), and keeps ``requested``: the CPU requested
+    by the bound non-placeholder pods (DaemonSet pods included)."""
+
+    def __init__(self, cluster: Any, waits: list[float]) -> None:
+        self.cluster = cluster
+        self.waits = waits
+        self.t0 = cluster.t
+        self.created: dict[tuple[str, str], float] = {}
+        self.bound: dict[tuple[str, str], float] = {}
+        self.requested = 0.0
+        for p in cluster.pods.values():
+            if p.node_name and p.priority >= 0:
+                self.bound[(p.namespace, p.name)] = p.cpu_request
+                self.requested += p.cpu_request
+        cluster.listeners.append(self._on_change)
+
+    def _on_change(self, etype: str, resource: str, obj: Any) -> None:
+        if resource != "pods" or obj.priority < 0:
+            return
+        key = (obj.namespace, obj.name)
+        on = etype != "DELETED" and bool(obj.node_name)
+        if on and key not in self.bound:
+            self.bound[key] = obj.cpu_request
+            self.requested += obj.cpu_request
+        elif not on and key in self.bound:
+            self.requested -= self.bound.pop(key)
+        if obj.daemon:
+            return
+        if etype == "ADDED" and not obj.node_name and obj.created >= self.t0:
+            self.created[key] = obj.created
+        elif key in self.created and (on or etype == "DELETED"):
+            t0 = self.created.pop(key)
+            t1 = (obj.scheduled_at if on and obj.scheduled_at is not None else self.cluster.t)
+            self.waits.append(max(0.0, t1 - t0))
+
+    def still_pending(self, now: float) -> list[float]:
+        return [max(0.0, now - t) for t in self.created.values()]
+
+
 def score(series: Series, dt_s: float, node_cores: float, *, evictions: list[sc.Eviction] | None,
-          pdb_violations: int | None, latency: list[float] | None, evictions_total: int) -> dict[str, Any]:
+          pdb_violations: int | None, latency: list[float] | None, evictions_total: int,
+          node_scale_evictions: int | None = None) -> dict[str, Any]:
     # Sample 0 is the state before the first tick: it counts for the zone skew (the initial
     # placement), not for the time integrals and means, which cover the ticks that were run.
     _, mat = series.node_matrix()
@@ -261,6 +385,12 @@ def score(series: Series, dt_s: float, node_cores: float, *, evictions: list[sc.
         "interference_recall": None,
         "antagonist_top1": None,
         "decision_latency_p99_s": _round(sc.p99(latency)) if latency is not None else None,
+        "scale_events": int(sum(series.scale_events[k:])),
+        "pending_pod_seconds_p95": _round(sc.pending_seconds_p95(
+            series.waits + (series._waits.still_pending(series.t[-1]) if series._waits is not None else []))),
+        "packing_rate_peak": _round(sc.packing_rate_peak(series.requested_cores[k:], series.allocatable_cores[k:],
+                                                         series.needed[k:])) if series.requested_cores else None,
+        "node_scale_evictions": node_scale_evictions,
     }
 
 
@@ -296,8 +426,59 @@ def run_baseline(scenario: Any, seed: int | None, ticks: int, progress: Progress
     wall = time.monotonic() - t0
     dt = scenario.resolution_s
     res = score(series, dt, _node_cores(scenario), evictions=[], pdb_violations=0, latency=None,
-                evictions_total=cluster.counters["evictions"] - ev0)
+                evictions_total=cluster.counters["evictions"] - ev0,
+                node_scale_evictions=cluster.counters.get("autoscaler_evictions", 0))
     return {"scores": res, "series": series, "wall_s": wall, "decisions": []}
+
+
+class BackgroundBaseline:
+    """:func:`run_baseline` in a forked process (the offline kubetide run goes on in this one: on two cores
+    the two runs take about the time of the longer one). Same scenario, seed and computation, so the
+    same result; ``result`` waits for it (showing its progress) and re-raises its failure."""
+
+    def __init__(self, scenario: Any, seed: int | None, ticks: int) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        self.ticks = ticks
+        self.done = ctx.Value("i", 0, lock=False)
+        self._recv, send = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_baseline_child, args=(send, scenario, seed, ticks, self.done),
+                                name="kubetide-evaluate-baseline", daemon=True)
+        self.proc.start()
+        send.close()
+
+    def result(self, progress: Progress | None = None) -> dict[str, Any]:
+        while not self._recv.poll(0.2):
+            if progress:
+                progress(self.done.value - self.done.value % 20)
+            if not self.proc.is_alive() and not self._recv.poll(0):
+                raise RuntimeError(f"the baseline run died (exit code {self.proc.exitcode})")
+        status, payload = self._recv.recv()
+        self.proc.join()
+        if status != "ok":
+            raise RuntimeError(f"the baseline run failed: {payload}")
+        if progress:
+            progress(self.ticks)
+        return payload
+
+    def close(self) -> None:
+        if self.proc.is_alive():
+            self.proc.terminate()
+        self.proc.join()
+        self._recv.close()
+
+
+def _baseline_child(conn: Any, scenario: Any, seed: int | None, ticks: int, done: Any) -> None:
+    try:
+        def progress(i: int) -> None:
+            done.value = i
+
+        conn.send(("ok", run_baseline(scenario, seed, ticks, progress)))
+    except BaseException as exc:  # the parent reports it
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
 
 
 def _evictions(records: list[Any]) -> list[sc.Eviction]:
@@ -328,15 +509,29 @@ def findings_from(anomalies: list[Any]) -> list[sc.Finding]:
 
 
 def run_offline(scenario: Any, seed: int | None, ticks: int, progress: Progress | None = None, *,
-                config: dict[str, Any] | None = None, fast: bool = False) -> dict[str, Any]:
+                config: dict[str, Any] | None = None, fast: bool = False, codec: bool = False) -> dict[str, Any]:
     """kubetide in-process (:class:`kubetide.offline.OfflineKubetide`), configured like the workers by ``config``."""
     from kubesim.model import Cluster
     from kubetide.offline import OfflineKubetide, decision_key
+    from kubetide.offline_autoscale import install as install_autoscale
+    from kubetide.offline_autoscale import with_scenario_autoscale
 
-    cluster = Cluster(scenario, seed=seed)
+    # kubetide autoscales every app with an `hpa:` spec (policies derived from it): kubesim's own HPA is off
+    config, autoscaled = with_scenario_autoscale(config, scenario)
+    # node scaling (taints, pod-deletion-cost, placeholder sizing, trough drains) on scenarios with an elastic
+    # group; kubesim's cluster-autoscaler model still adds and removes the nodes, as in the baseline
+    from kubetide.offline_nodescale import elastic_config
+    from kubetide.offline_nodescale import install as install_nodescale
+
+    config = elastic_config(scenario, config)
+    cluster = Cluster(scenario, seed=seed, hpa=False if autoscaled else None)
     t_start = cluster.t
     streams, actuator = settings_from_config(config)
-    kt = OfflineKubetide(cluster, streams, actuator, codec=not fast, profile=not fast)
+    # Without the codec the metrics are built from the Cluster directly and the profiler is fed a tick at a
+    # time without emitting profiles (nothing here reads them); the decisions are the same either way.
+    kt = OfflineKubetide(cluster, streams, actuator, codec=codec, profile=not fast, emit_profiles=codec)
+    install_autoscale(kt.actuator)
+    nodescale = install_nodescale(kt.actuator)
     series = Series()
     ev0 = cluster.counters["evictions"]
     series.observe(cluster)
@@ -352,7 +547,8 @@ def run_offline(scenario: Any, seed: int | None, ticks: int, progress: Progress 
     latency = [float(dt)] * max(1, len(kt.decisions))
     res = score(series, dt, _node_cores(scenario), evictions=_evictions(kt.actuator.evictions),
                 pdb_violations=kt.actuator.pdb_violations, latency=latency,
-                evictions_total=cluster.counters["evictions"] - ev0)
+                evictions_total=cluster.counters["evictions"] - ev0,
+                node_scale_evictions=cluster.counters.get("autoscaler_evictions", 0) + len(nodescale.evictions))
     if kt.interference:
         p_, r_, top1 = sc.interference_scores(episodes_from_truth(cluster), findings_from(kt.anomalies),
                                               slack_s=INTERFERENCE_SLACK_TICKS * dt)
@@ -459,7 +655,17 @@ async def _online(scenario: Any, seed: int | None, ticks: int, progress: Progres
     from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
 
     await ensure_topics(bootstrap, topics.TOPICS)
-    cluster = Cluster(scenario, seed=seed)
+    # as offline: kubetide autoscales the apps with an `hpa:` spec (kubesim's HPA off); the workers get the
+    # derived streams.autoscale section through a config file written to the run directory
+    from kubetide.offline_autoscale import with_scenario_autoscale
+
+    derived, autoscaled = with_scenario_autoscale(load_config(config_path), scenario)
+    if autoscaled:
+        import yaml
+
+        config_path = str(run_dir / "kubetide-evaluate.yaml")
+        await asyncio.to_thread(Path(config_path).write_text, yaml.safe_dump(derived))
+    cluster = Cluster(scenario, seed=seed, hpa=False if autoscaled else None)
     t_start, dt = cluster.t, scenario.resolution_s
     tracker = EvictionTracker(cluster)
     sim = KubeSim(cluster, speed=0, kubeconfig_path=run_dir / "kubeconfig")
@@ -665,6 +871,10 @@ def evaluate(args: argparse.Namespace, console: Any = None) -> dict[str, Any]:
     hours = scenario.duration_h if args.hours is None else args.hours
     ticks = max(1, round(hours * 3600.0 / scenario.resolution_s))
     runs: dict[str, dict[str, Any]] = {}
+    # Offline, the baseline runs in a forked process beside the kubetide run (started before any
+    # progress-bar thread exists); online, the kubetide run has the machine to itself.
+    background = BackgroundBaseline(scenario, seed, ticks) if args.offline and not getattr(args, "serial", False) \
+        else None
     show = console is not None and not getattr(args, "no_progress", False)
     if show:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -683,13 +893,17 @@ def evaluate(args: argparse.Namespace, console: Any = None) -> dict[str, Any]:
                     if i % 20 == 0 or i == ticks:
                         prog.update(task, completed=i)
             if name == "baseline":
-                runs[name] = run_baseline(scenario, seed, ticks, cb)
+                runs[name] = (background.result(cb) if background is not None
+                              else run_baseline(scenario, seed, ticks, cb))
             elif args.offline:
-                runs[name] = run_offline(scenario, seed, ticks, cb, config=config, fast=getattr(args, "fast", False))
+                runs[name] = run_offline(scenario, seed, ticks, cb, config=config, fast=getattr(args, "fast", False),
+                                         codec=getattr(args, "codec", False))
             else:
                 runs[name] = run_online(scenario, seed, ticks, cb, run_dir=Path(args.run_dir), settle_s=args.settle,
                                         config_path=getattr(args, "config", None))
     finally:
+        if background is not None:
+            background.close()
         if show:
             prog.stop()
     report = {

@@ -188,6 +188,12 @@ class NodeState:
         if self.unlearned and self.names:
             self._learn()
         self.unlearned = 0
+        if self._layout_kept(namespaces, names, apps):
+            # The message lists the first columns in order and every other column is an absent pod still
+            # kept: the general path below would rebuild the very same layout; only last_seen moves.
+            self.last_seen[:len(names)] = self.scrapes
+            self.n_open = int(self.open.sum())
+            return
         old = {(ns, n): i for i, (ns, n) in enumerate(zip(self.namespaces, self.names, strict=True))}
         p, w, nm = len(names), self.settings.window, len(METRICS)
         src = np.array([old.get((ns, n), -1) for ns, n in zip(namespaces, names, strict=True)], dtype=np.int64)
@@ -221,6 +227,23 @@ class NodeState:
         self._gc_apps()
         self.n_open = int(self.open.sum())
         self._thresholds()
+
+    def _layout_kept(self, namespaces: list[str], names: list[str], apps: list[str]) -> bool:
+        """True when :meth:`_remap` would leave the columns as they are: the message's pods are the first
+        columns, in order, with the same apps, and every further column (a pod absent from the message)
+        is kept (seen within ``window`` scrapes, within ``max_pods``); the app table would not be
+        collected either. (A pod that left a node keeps its column for ``window`` scrapes, and each of
+        those scrapes remaps: this is the common case.)"""
+        p, total = len(names), len(self.names)
+        if not p or p >= total or total - p > max(0, self.settings.max_pods - p):
+            return False
+        if self.names[:p] != names or self.namespaces[:p] != namespaces or self.apps[:p] != apps:
+            return False
+        if int(self.scrapes - self.last_seen[p:].min()) >= self.settings.window:
+            return False
+        if len(self.app_names) > 2 * max(1, len(set(self.apps))):
+            return False
+        return self.onehot.shape == (total, self.mean.shape[1]) and self.app_idx.shape == (total,)
 
     def normals(self) -> tuple[np.ndarray, np.ndarray]:
         """Per pod (M, P): the normal mean and σ it is judged against (its own once warm, else its app's)."""
