@@ -1407,7 +1407,10 @@ class Cluster:
         ready_nodes = []
         for n in list(self.nodes.values()):
             g = self.groups.get(n.group)
-            if g is None or not g.elastic or n.unschedulable or n.name not in req:
+            # A cordoned node is a candidate only once it holds DaemonSet pods alone (drained, e.g. by
+            # kubetide's node-scale drain): CA removes empty nodes whatever their schedulability.
+            cordoned_busy = n.unschedulable and any(p.node_name == n.name and not p.daemon for p in self.pods.values())
+            if g is None or not g.elastic or cordoned_busy or n.name not in req:
                 self.unneeded_since.pop(n.name, None)
                 continue
             cpu, mem = req[n.name]

@@ -198,3 +198,26 @@ def ratio(a: float | None, b: float | None) -> float | None:
         return 1.0 if a == 0 else None
     r = a / b
     return r if math.isfinite(r) else None
+
+
+def pending_seconds_p95(waits: Sequence[float]) -> float | None:
+    """p95 of the seconds scale-out pods waited for a node (creation → bound; still pending at the end:
+    creation → end). None when no pod was created."""
+    if not len(waits):
+        return None
+    return float(np.percentile(np.asarray(waits, dtype=float), 95))
+
+
+def packing_rate_peak(requested: Sequence[float], allocatable: Sequence[float], demand: Sequence[float],
+                      q: float = 0.9) -> float | None:
+    """Mean of requested / allocatable CPU over the peak ticks: those whose demand is at or above the
+    ``q`` quantile of the run's demand. None without ticks or allocatable."""
+    r, a, d = (np.asarray(x, dtype=float) for x in (requested, allocatable, demand))
+    n = min(len(r), len(a), len(d))
+    if n == 0:
+        return None
+    r, a, d = r[:n], a[:n], d[:n]
+    peak = (d >= np.quantile(d, q)) & (a > 0)
+    if not peak.any():
+        return None
+    return float(np.mean(r[peak] / a[peak]))

@@ -21,10 +21,12 @@ Triggers, each proposing a replica count (``None`` = no opinion or no data):
 - **reactive** — Kubernetes' CPU utilisation rule (``hpa.replicas_for_utilization``) on the pods'
   current usage, or on the workload's last CPU sample ÷ current replicas when per-pod data is absent;
 - **predictive** — periods of the CPU history (``forecast.detect_periods``) → forecast → maximum over
-  the next ``prediction_window_s`` × (1 + ``margin``) → ``ceil(peak / (request × target))``. It steps
-  aside, with the reason in the evidence, when the history is not periodic, too short, or the
-  forecast's backtest error (WAPE, also published) is above ``max_error`` — the reactive trigger
-  then decides alone;
+  the next ``prediction_window_s`` × (1 + ``margin``) → ``ceil(peak / (request × target))``, kept at the
+  current count when within ± ``tolerance`` of what the current replicas serve (as the HPA's rule). It
+  steps aside, with the reason in the evidence, when the history is not periodic, too short, has no
+  recent sample, or the forecast's backtest error (WAPE, also published) is above ``max_error`` — the
+  reactive trigger then decides alone. The fit (:func:`fit_predictive`) may be computed earlier and
+  passed in ``WorkloadObservation.prediction`` (the tick planner refits every few minutes);
 - **metric** — ``ceil(value / target_per_replica)`` (external metric ``averageValue``, with the
   HPA tolerance) from the latest ``app.metrics`` value; a value older than ``max_age_s`` is missing
   (never read as 0);
@@ -42,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -178,6 +180,26 @@ class WorkloadObservation:
     pod_ready: np.ndarray | None = None
     metrics: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (ts, value)
     zone_usage: Mapping[str, float] = field(default_factory=dict)  # zone -> cores used by the workload
+    # A forecast fitted earlier (``fit_predictive``), its first value the sample right after ``now``;
+    # None = fit one from ``cpu_history`` now.
+    prediction: PredictiveFit | None = None
+
+
+@dataclass(frozen=True)
+class PredictiveFit:
+    """A predictive trigger's forecast of the workload's CPU (cores), before the window maximum."""
+
+    status: str  # "ok" or "fallback: <reason>"
+    values: np.ndarray = field(default_factory=lambda: np.array([]))  # one per ``interval_s`` after the history
+    interval_s: float = 60.0
+    error: float | None = None
+    method: str = ""
+    period_s: float | None = None
+    confidence: float | None = None
+
+    def shifted(self, samples: int) -> PredictiveFit:
+        """The same fit seen ``samples`` intervals later (the values already past dropped)."""
+        return replace(self, values=self.values[max(0, samples):])
 
 
 @dataclass(frozen=True)
@@ -198,32 +220,53 @@ class PredictiveResult:
     confidence: float | None = None
 
 
+def fit_predictive(p: PredictiveTrigger, history: np.ndarray, interval_s: float,
+                   horizon_s: float | None = None) -> PredictiveFit:
+    """Detect the periods of ``history`` (workload cores every ``interval_s``, NaN = missing) and forecast
+    ``horizon_s`` (default ``p.prediction_window_s``) after its last sample, or say why not."""
+    x = np.asarray(history, dtype=float)
+    keep = int(p.history_s / interval_s)
+    x = x[-keep:] if keep > 0 else x
+    if len(x) < 16 or np.isnan(x).all():
+        return PredictiveFit("fallback: too little CPU history", interval_s=interval_s)
+    if np.isnan(x[-max(1, len(x) // 4):]).all():
+        return PredictiveFit("fallback: no recent CPU samples", interval_s=interval_s)
+    periods = fc.detect_periods(x, interval_s, min_confidence=p.min_confidence)
+    if not periods:
+        return PredictiveFit("fallback: CPU history is not periodic", interval_s=interval_s)
+    horizon = max(1, math.ceil((horizon_s or p.prediction_window_s) / interval_s))
+    f = fc.forecast(x, interval_s, horizon, method=p.method, periods=periods)
+    top = max(periods, key=lambda q: q.confidence)
+    base = dict(interval_s=interval_s, error=f.backtest_error, method=f.method, period_s=top.period_s,
+                confidence=top.confidence)
+    if f.backtest_error is None:
+        return PredictiveFit("fallback: forecast could not be backtested", **base)
+    if f.backtest_error > p.max_error:
+        return PredictiveFit(f"fallback: forecast error {f.backtest_error:.1%} above {p.max_error:.0%}", **base)
+    return PredictiveFit("ok", values=np.asarray(f.values, dtype=float), **base)
+
+
 def predictive(policy: AutoscalePolicy, obs: WorkloadObservation) -> PredictiveResult:
     p = policy.predictive
     if not p.enabled:
         return PredictiveResult(None, "fallback: predictive trigger disabled")
-    x = np.asarray(obs.cpu_history, dtype=float)
-    keep = int(p.history_s / obs.interval_s)
-    x = x[-keep:] if keep > 0 else x
-    if len(x) < 16 or np.isnan(x).all():
-        return PredictiveResult(None, "fallback: too little CPU history")
-    periods = fc.detect_periods(x, obs.interval_s, min_confidence=p.min_confidence)
-    if not periods:
-        return PredictiveResult(None, "fallback: CPU history is not periodic")
-    horizon = max(1, math.ceil(p.prediction_window_s / obs.interval_s))
-    f = fc.forecast(x, obs.interval_s, horizon, method=p.method, periods=periods)
-    top = max(periods, key=lambda q: q.confidence)
-    base = dict(error=f.backtest_error, method=f.method, period_s=top.period_s, confidence=top.confidence)
-    if f.backtest_error is None:
-        return PredictiveResult(None, "fallback: forecast could not be backtested", **base)
-    if f.backtest_error > p.max_error:
-        return PredictiveResult(None, f"fallback: forecast error {f.backtest_error:.1%} above {p.max_error:.0%}",
-                                **base)
-    peak = fc.window_max(f.values, obs.interval_s, p.prediction_window_s, margin=p.margin)
+    fit = obs.prediction if obs.prediction is not None else fit_predictive(p, obs.cpu_history, obs.interval_s)
+    base = dict(error=fit.error, method=fit.method, period_s=fit.period_s, confidence=fit.confidence)
+    if fit.status != "ok":
+        return PredictiveResult(None, fit.status, **base)
+    peak = fc.window_max(fit.values, fit.interval_s, p.prediction_window_s, margin=p.margin)
     if not math.isfinite(peak):
         return PredictiveResult(None, "fallback: empty forecast", **base)
     per_pod = obs.cpu_request_cores * policy.target_cpu_utilization / 100.0
-    return PredictiveResult(math.ceil(peak / per_pod - 1e-9), "ok", peak_cores=peak, **base)
+    if per_pod <= 0:
+        return PredictiveResult(None, "fallback: no CPU request", **base)
+    # the HPA's tolerance: a forecast within ±tolerance of what the current replicas serve at the target
+    # keeps the current count (no ±1 changes from forecast jitter)
+    r = hpa.replicas_for_ratio(obs.current_replicas, peak, obs.current_replicas * per_pod, tolerance=policy.tolerance) \
+        if obs.current_replicas > 0 else None
+    if r is None:
+        r = math.ceil(peak / per_pod - 1e-9)
+    return PredictiveResult(max(0, r), "ok", peak_cores=peak, **base)
 
 
 def reactive(policy: AutoscalePolicy, obs: WorkloadObservation) -> TriggerResult:
