@@ -40,7 +40,21 @@ kubetide_pending_pods                     gauge      (none)                   po
 kubetide_anomalies_open                   gauge      node                     open interference findings on a node
 kubetide_anomalies_total                  counter    metric                   interference findings opened
 kubetide_antagonist_score                 gauge      app, node                an app's top score as antagonist (open)
+kubetide_broker_restarts_total            counter    worker                   broker lost its state (restart) detected
+kubetide_broker_records_lost_total        counter    topic, worker            records the broker held when it lost them
 ========================================  =========  =======================  ==========================================
+
+Who exports what (so that no series is exported twice under different ``job`` labels):
+the **collector** sets the cluster facts it reads from the Kubernetes API (node CPU usage and
+spread, ``kubetide_node_info``, node-group nodes / demand / allocatable, pending pods,
+``kubetide_workload_replicas_actual`` and ``kubetide_workload_demand_cpu_cores``, through
+:class:`kubetide.loadwatcher.ClusterView`) and the consumer lag of the kubetide groups
+(:class:`LagMonitor`); the **stream workers** set decisions, anomalies and, from the autoscaling
+planner, ``kubetide_workload_forecast_cpu_cores`` / ``_replicas_predicted`` /
+``kubetide_forecast_error_ratio``; the **actuator** sets actions, PDB refusals and the latency of
+decisions; every worker counts what it consumes, produces and dead-letters, and its rebalances.
+``kubetide_pending_pods`` has no labels, so every process exposes it (0 where unset): dashboards
+read ``max(kubetide_pending_pods)``.
 
 ``python -m kubetide.metrics --synthetic --port 9470`` serves every metric with made-up,
 moving values: handy to preview the Grafana dashboards without a cluster.
@@ -67,6 +81,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, His
 from prometheus_client.metrics import MetricWrapperBase
 
 from kubetide import __version__
+from kubetide import topics as _topics
 from kubetide.topics import BY_NAME as _TOPICS
 
 # The `_created` series double every counter and histogram for no use here.
@@ -131,6 +146,10 @@ ANOMALIES = Counter("kubetide_anomalies_total", "interference findings opened, b
 ANTAGONIST_SCORE = Gauge("kubetide_antagonist_score",
                          "highest score of an app as the antagonist of an open interference finding, per node",
                          ["app", "node"])
+BROKER_RESTARTS = Counter("kubetide_broker_restarts_total", "times the broker was found to have lost its state",
+                          ["worker"])
+BROKER_RECORDS_LOST = Counter("kubetide_broker_records_lost_total",
+                              "records the broker held at the last check before it lost its state", ["topic", "worker"])
 
 
 @dataclass(frozen=True)
@@ -169,6 +188,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec(NODEGROUP_NODES, ""), MetricSpec(NODEGROUP_DEMAND, "cpu_cores"),
     MetricSpec(NODEGROUP_ALLOCATABLE, "cpu_cores"), MetricSpec(PENDING_PODS, ""),
     MetricSpec(ANOMALIES_OPEN, ""), MetricSpec(ANOMALIES, ""), MetricSpec(ANTAGONIST_SCORE, ""),
+    MetricSpec(BROKER_RESTARTS, ""), MetricSpec(BROKER_RECORDS_LOST, ""),
 )
 
 
@@ -232,6 +252,15 @@ def set_consumer_lag(group: str, lag: Mapping[tuple[str, int], int]) -> None:
     group = _code(group)
     _replace(CONSUMER_LAG, {(group, _topic(t), str(int(p))): max(0, v) for (t, p), v in lag.items()},
              keep=lambda labels: labels[0] != group)
+
+
+def observe_broker_restart(lost: Mapping[str, int]) -> None:
+    """The broker lost its state (a restart of the in-memory embedded broker): count it and the records
+    per topic it held at the last check before (a lower bound of what was lost)."""
+    BROKER_RESTARTS.labels(_worker).inc()
+    for topic, n in lost.items():
+        if n > 0:
+            BROKER_RECORDS_LOST.labels(_topic(topic), _worker).inc(n)
 
 
 def observe_rebalance(group: str) -> None:
@@ -305,6 +334,12 @@ def set_nodegroup(node_group: str, *, nodes: int, demand_cpu_cores: float | None
         NODEGROUP_ALLOCATABLE.labels(node_group).set(allocatable_cpu_cores)
 
 
+def forget_nodegroup(node_group: str) -> None:
+    for gauge in (NODEGROUP_NODES, NODEGROUP_DEMAND, NODEGROUP_ALLOCATABLE):
+        with contextlib.suppress(KeyError):
+            gauge.remove(node_group)
+
+
 def set_pending_pods(n: int) -> None:
     PENDING_PODS.set(n)
 
@@ -373,6 +408,98 @@ def _replace(gauge: Gauge, values: Mapping[tuple[str, ...], float],
             old.add(labels)
 
 
+# ---------------------------------------------------------------- consumer lag
+
+#: Consumer groups whose lag the collector reports by default, with the topics they consume:
+#: the stream workers' faust app and the actuator (their default group ids).
+DEFAULT_LAG_GROUPS: dict[str, tuple[str, ...]] = {
+    "kubetide-streams": (_topics.CLUSTER_METRICS, _topics.CLUSTER_EVENTS, _topics.APP_SAMPLES,
+                         _topics.PLANNER_INPUT),
+    "kubetide-actuator": (_topics.DECISIONS_DESCHEDULE, _topics.DECISIONS_AUTOSCALE, _topics.DECISIONS_NODESCALE),
+}
+
+
+class LagMonitor:
+    """Polls the committed offsets of consumer groups and the end offsets of their topics' partitions
+    and keeps ``kubetide_consumer_lag_messages`` equal to end − committed (never negative; partitions
+    the group never committed are left out).
+
+    One worker runs it for the whole pipeline (the collector), so the lag of a group is reported
+    once, also when none of its members is alive (that is when it matters). Committed offsets are
+    read with a consumer carrying the group's id that never subscribes (so it never joins the group):
+    aiokafka's admin ``list_consumer_group_offsets`` fails against the embedded broker. ``client_kwargs``
+    are extra aiokafka settings (TLS/SASL, :meth:`kubetide.kafka.KafkaSettings.client_kwargs`). On the
+    embedded broker an end offset can read low (ListOffsets answers the last batch's base + 1), so
+    lag there is a lower bound.
+    """
+
+    def __init__(self, bootstrap: str, groups: Mapping[str, tuple[str, ...]] | None = None, *,
+                 interval_s: float = 15.0, client_kwargs: Mapping[str, Any] | None = None) -> None:
+        self.bootstrap, self.interval_s = bootstrap, interval_s
+        self.groups = dict(DEFAULT_LAG_GROUPS if groups is None else groups)
+        self.client_kwargs = dict(client_kwargs or {})
+        self._consumers: dict[str | None, Any] = {}
+
+    async def _consumer(self, group: str | None) -> Any:
+        from aiokafka import AIOKafkaConsumer
+
+        c = self._consumers.get(group)
+        if c is None:
+            c = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False,
+                                 client_id=f"kubetide-lag-{group or 'ends'}", **self.client_kwargs)
+            await c.start()
+            self._consumers[group] = c
+        return c
+
+    async def poll_once(self) -> dict[str, dict[tuple[str, int], int]]:
+        """Lag of every group per (topic, partition) it has committed; sets the gauge."""
+        from aiokafka import TopicPartition
+
+        ends_reader = await self._consumer(None)
+        await ends_reader.topics()
+        out: dict[str, dict[tuple[str, int], int]] = {}
+        for group, group_topics in self.groups.items():
+            tps = [TopicPartition(t, p) for t in group_topics for p in sorted(ends_reader.partitions_for_topic(t)
+                                                                               or ())]
+            reader = await self._consumer(group)
+            committed = {tp: await reader.committed(tp) for tp in tps}
+            tps = [tp for tp, off in committed.items() if off is not None and off >= 0]
+            ends = await ends_reader.end_offsets(tps) if tps else {}
+            lag = {(tp.topic, tp.partition): max(0, int(ends.get(tp, 0)) - int(committed[tp] or 0)) for tp in tps}
+            set_consumer_lag(group, lag)
+            out[group] = lag
+        return out
+
+    async def run(self, stop: Any) -> None:
+        """Poll every ``interval_s`` until ``stop`` (an asyncio.Event) is set; errors are logged, never fatal."""
+        import asyncio
+
+        log = logging.getLogger("kubetide.metrics")
+        failures = 0
+        try:
+            while not stop.is_set():
+                try:
+                    await self.poll_once()
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    if failures in (1, 10) or failures % 100 == 0:
+                        log.warning("consumer lag poll failed (%d in a row): %s", failures, exc)
+                    await self.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.interval_s)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        consumers, self._consumers = self._consumers, {}
+        for c in consumers.values():
+            with contextlib.suppress(Exception):
+                await c.stop()
+
+
 # ---------------------------------------------------------------- serving /metrics
 
 _servers: dict[int, Any] = {}
@@ -419,6 +546,8 @@ def synthetic_step(t: float, rng: random.Random, nodes: int = 9) -> None:
     set_consumer_lag("kubetide-streams", {("cluster.metrics", p): rng.randint(0, 50) for p in range(8)})
     set_consumer_lag("kubetide-actuator", {("decisions.deschedule", p): rng.randint(0, 5) for p in range(4)})
     observe_rebalance("kubetide-streams")
+    if rng.random() < 0.02 or BROKER_RESTARTS.labels(_worker)._value.get() == 0:
+        observe_broker_restart({"cluster.metrics": rng.randint(1, 500)})
     observe_decision("deschedule", "LowNodeLoad", rng.randint(1, 3))
     observe_decision("autoscale", "forecast")
     observe_decision("nodescale", "nightly-consolidation")

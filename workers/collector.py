@@ -27,6 +27,12 @@ What it does
 - Keys: ``kind/namespace/name`` on cluster.events, ``node`` on cluster.metrics.
 - API errors (5xx, timeouts, dropped connections) are retried with jittered exponential
   backoff, never fatal. SIGINT/SIGTERM: watches are closed, the producer is flushed.
+- Hostile answers never stop it: a watch line, list item or metrics item no message can be built
+  from (not JSON, not an object, unknown event type, bad fields, a metrics timestamp more than
+  300 s ahead of the cluster clock) is skipped and counted (``stats["unreadable"]`` and
+  ``stats["unreadable_<Kind>"]``, logged at WARNING, rate-limited); one bad item costs only itself.
+- Broker restarts (embedded broker): see :mod:`workers.common` — the loss is reported and counted,
+  the topics are created again, and a new session lists everything again (SYNC for every object).
 
 Snapshots are built from the raw JSON (see :mod:`workers.snapshots`): a pod's workload is
 resolved through its controller ownerReference; a ReplicaSet is mapped to its Deployment by
@@ -41,8 +47,12 @@ Command line (``kubetide collector`` or ``python -m workers.collector``)::
     --metrics-interval SECONDS  overrides collector.metrics_interval_s
     --resync-interval SECONDS   overrides collector.resync_interval_s
     --no-metrics                do not poll metrics.k8s.io
+    --load-watcher-port PORT    serve load-watcher's GET /watcher (kubetide/loadwatcher.py; default off)
+    --lag-interval SECONDS      consumer-lag polls of the kubetide groups for /metrics (default 15, 0 = off)
     --embedded-broker           the Kafka cluster is the embedded broker ($KUBETIDE_EMBEDDED_BROKER)
     --no-create-topics          do not create cluster.events / cluster.metrics at start
+    --broker-check-interval S   check every S seconds that the broker has not lost its state (default
+                                5 on the embedded broker / a loopback bootstrap, else 0 = never)
     --log-level LEVEL           default $KUBETIDE_LOG_LEVEL or INFO
 
 Settings (``collector:`` section; defaults in brackets)
@@ -69,6 +79,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -79,16 +90,21 @@ import aiohttp
 import orjson
 from kubernetes_asyncio import client
 
+from kubetide import loadwatcher
+from kubetide import metrics as ktmetrics
 from kubetide import models as m
 from kubetide.codec import encode
+from kubetide.kafka import configure_security
 from kubetide.topics import CLUSTER_EVENTS, CLUSTER_METRICS
 from workers import snapshots as snap
 from workers.common import (
     add_common_arguments,
     bootstrap_from,
+    broker_check_interval,
     create_topics,
     load_settings,
     make_producer,
+    run_sessions,
     run_worker,
     worker_id,
 )
@@ -206,6 +222,7 @@ class Collector:
         self.custom_available: tuple[str, ...] = ()  # custom pod metrics the cluster serves (last discovery)
         self._custom_checked: float | None = None  # monotonic time of the last discovery
         self._custom_logged: tuple[str, ...] | None = None
+        self.view: loadwatcher.ClusterView | None = None  # fed after each metrics poll (gauges, /watcher)
 
     # ---------------------------------------------------------------- time and output
 
@@ -214,6 +231,7 @@ class Collector:
 
     async def _send(self, topic: str, key: str, value: bytes) -> None:
         fut = await self.producer.send(topic, value, key=key.encode())
+        ktmetrics.observe_produced(topic)
         self._pending.add(fut)
         fut.add_done_callback(self._sent)
 
@@ -244,9 +262,20 @@ class Collector:
             **{spec.field: spec.snapshot(obj)})
 
     @staticmethod
-    def _key(obj: dict) -> ObjKey:
-        meta = obj.get("metadata") or {}
-        return meta.get("namespace") or "", meta.get("name") or ""
+    def _key(obj: Any) -> ObjKey:
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        if not isinstance(meta, dict):
+            return "", ""
+        ns, name = meta.get("namespace") or "", meta.get("name") or ""
+        return (ns if isinstance(ns, str) else str(ns)), (name if isinstance(name, str) else str(name))
+
+    def _unreadable(self, kind: str, what: str, detail: object) -> None:
+        """Count (and log, rate-limited) an API object or line that cannot be turned into a message."""
+        self.stats["unreadable"] += 1
+        self.stats[f"unreadable_{kind}"] += 1
+        n = self.stats["unreadable"]
+        if n <= 20 or n % 1000 == 0:
+            log.warning("%s: %s (%d unreadable so far): %s", kind, what, n, str(detail)[:300])
 
     # ---------------------------------------------------------------- main
 
@@ -357,7 +386,7 @@ class Collector:
                 ev = self._event("SYNC", spec, obj)
             except Exception as exc:
                 bad += 1
-                log.warning("%s %s/%s: cannot build a snapshot: %s", spec.kind, *key, exc)
+                self._unreadable(spec.kind, f"{key[0]}/{key[1]}: cannot build a snapshot", exc)
                 continue
             known[key] = ev
             await self.emit(ev)
@@ -404,29 +433,43 @@ class Collector:
         return rv, n
 
     async def _on_watch_line(self, spec: KindSpec, line: bytes, rv: str) -> str:
+        """Handle one line of a watch stream; returns the resourceVersion to resume from.
+
+        Anything unreadable (not JSON, not an object, unknown type, an object no snapshot can be
+        built from) is counted in ``stats["unreadable"]`` and skipped; only an ``ERROR`` event
+        raises (:class:`Gone` for 410, else :class:`ApiStatusError`)."""
         try:
             event = orjson.loads(line)
         except orjson.JSONDecodeError:
-            log.warning("%s watch: unreadable line %r", spec.kind, line[:200])
+            self._unreadable(spec.kind, "watch line is not JSON", repr(line[:200]))
+            return rv
+        if not isinstance(event, dict):
+            self._unreadable(spec.kind, "watch line is not a JSON object", repr(line[:200]))
             return rv
         etype, obj = event.get("type"), event.get("object") or {}
+        if not isinstance(obj, dict):
+            self._unreadable(spec.kind, f"watch event {etype!r} carries no object", repr(line[:200]))
+            return rv
         if etype == "ERROR":
             code = obj.get("code")
             if code == 410:
-                raise Gone(obj.get("message") or "Expired")
-            raise ApiStatusError(int(code or 500), obj.get("reason") or "watch error", orjson.dumps(obj).decode(),
-                                 None)
-        new_rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                raise Gone(str(obj.get("message") or "Expired"))
+            status = code if isinstance(code, int) and not isinstance(code, bool) and 100 <= code < 600 else 500
+            raise ApiStatusError(status, str(obj.get("reason") or "watch error"), orjson.dumps(obj).decode(), None)
+        meta = obj.get("metadata")
+        new_rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
+        new_rv = str(new_rv) if isinstance(new_rv, str | int) and not isinstance(new_rv, bool) and new_rv != "" \
+            else rv
         if etype == "BOOKMARK":
             return new_rv
         if etype not in ("ADDED", "MODIFIED", "DELETED"):
-            log.warning("%s watch: unknown event type %r", spec.kind, etype)
+            self._unreadable(spec.kind, f"unknown watch event type {etype!r}", repr(line[:200]))
             return new_rv
         key = self._key(obj)
         try:
             ev = self._event(etype, spec, obj)
         except Exception as exc:
-            log.warning("%s %s/%s: cannot build a snapshot: %s", spec.kind, *key, exc)
+            self._unreadable(spec.kind, f"{key[0]}/{key[1]}: cannot build a snapshot", exc)
             return new_rv
         if etype == "DELETED":
             self.objects[spec.kind].pop(key, None)
@@ -545,34 +588,80 @@ class Collector:
             out[metric] = values
         return out
 
+    def join_pod_metrics(self, pod_items: list, pods_state: Any) -> tuple[dict[str, list[snap.PodRow]], int]:
+        """:func:`workers.snapshots.join_pod_metrics`, item by item: an unreadable PodMetrics item is
+        counted (``unreadable_PodMetrics``) and left out instead of failing the whole scrape."""
+        by_node: dict[str, list[snap.PodRow]] = {}
+        unjoined = 0
+        for item in pod_items:
+            try:
+                rows, n = snap.join_pod_metrics([item], pods_state)
+                for r in rows.values():
+                    if not all(math.isfinite(x[3]) and math.isfinite(x[4]) and x[3] >= 0 and x[4] >= 0 for x in r):
+                        raise ValueError("usage is negative or not finite")
+            except Exception as exc:
+                self._unreadable("PodMetrics", "cannot read a PodMetrics item", exc)
+                continue
+            unjoined += n
+            for node, r in rows.items():
+                by_node.setdefault(node, []).extend(r)
+        return by_node, unjoined
+
+    #: How far ahead of the cluster's clock (Date header) a metrics timestamp may be before the item is
+    #: refused: a far-future timestamp would otherwise pin the node's "last scrape" and the clock.
+    MAX_FUTURE_S = 300.0
+
+    def metrics_messages(self, node_items: list, by_node: dict[str, list[snap.PodRow]],
+                         custom: Any = None) -> tuple[list[tuple[str, float, m.ClusterMetrics]], int]:
+        """NodeMetrics items → ``([(node, ts, message)], skipped)``: one message per known node whose
+        timestamp advanced. An item no message can be built from (bad usage, a timestamp more than
+        :attr:`MAX_FUTURE_S` ahead of the cluster clock, ...) is counted in ``unreadable_NodeMetrics``
+        and loses only that node's scrape."""
+        nodes_state = self.objects.get("Node", {})
+        out: list[tuple[str, float, m.ClusterMetrics]] = []
+        skipped = 0
+        for item in node_items:
+            try:
+                meta = item.get("metadata") or {}
+                name = meta.get("name") if isinstance(meta, dict) else None
+                node_ev = nodes_state.get(("", name)) if isinstance(name, str) else None
+                if not name or node_ev is None or node_ev.node is None:
+                    skipped += 1
+                    continue
+                ts = parse_timestamp(item.get("timestamp"))
+                if ts is None or not math.isfinite(ts) or ts < 0:
+                    ts = self.now()
+                if self.clock.latest is not None and ts > self.clock.latest + self.MAX_FUTURE_S:
+                    raise ValueError(f"timestamp {item.get('timestamp')!r} is in the future (cluster time "
+                                     f"{self.clock.latest:.0f})")
+                last = self._last_metrics_ts.get(name)
+                if last is not None and ts <= last:
+                    skipped += 1
+                    continue
+                msg = snap.node_metrics_message(item, node_ev.node, by_node.get(name, []), ts,
+                                                self.settings.metrics_interval_s, custom)
+            except Exception as exc:  # one unreadable NodeMetrics item loses that node's scrape only
+                self._unreadable("NodeMetrics", "cannot build a cluster.metrics message", exc)
+                continue
+            out.append((name, ts, msg))
+        return out, skipped
+
     async def scrape(self) -> int:
         """One metrics poll: one ClusterMetrics per node whose timestamp advanced. Returns messages sent."""
-        node_items = (await self._metrics_list("nodes")).get("items") or []
-        pod_items = (await self._metrics_list("pods")).get("items") or []
+        node_items = _items(await self._metrics_list("nodes"))
+        pod_items = _items(await self._metrics_list("pods"))
         pods_state = self.objects.get("Pod", {})
         custom = await self.custom_values({ns for ns, _ in pods_state if ns})
-        nodes_state = self.objects.get("Node", {})
-        by_node, unjoined = snap.join_pod_metrics(pod_items, pods_state)
-        sent = skipped = 0
-        for item in node_items:
-            name = (item.get("metadata") or {}).get("name")
-            node_ev = nodes_state.get(("", name or ""))
-            if not name or node_ev is None or node_ev.node is None:
-                skipped += 1
-                continue
-            ts = parse_timestamp(item.get("timestamp"))
-            if ts is None:
-                ts = self.now()
-            last = self._last_metrics_ts.get(name)
-            if last is not None and ts <= last:
-                skipped += 1
-                continue
-            msg = snap.node_metrics_message(item, node_ev.node, by_node.get(name, []), ts,
-                                            self.settings.metrics_interval_s, custom)
+        by_node, unjoined = self.join_pod_metrics(pod_items, pods_state)
+        messages, skipped = self.metrics_messages(node_items, by_node, custom)
+        sent = 0
+        for name, ts, msg in messages:
             await self._send(CLUSTER_METRICS, name, encode(msg))
             self._last_metrics_ts[name] = ts
             self.clock.observe_ts(ts)
             sent += 1
+        if self.view is not None:
+            self.view.update(self.objects, node_items, pod_items)
         self.stats["metrics_messages"] += sent
         self.stats["metrics_scrapes"] += 1
         log.debug("metrics: %d node messages, %d nodes skipped (no news / unknown), %d pods not joined",
@@ -580,10 +669,17 @@ class Collector:
         return sent
 
 
+def _items(data: Any) -> list[dict]:
+    """The object items of a list response (anything that is not an object is counted out later)."""
+    items = data.get("items") if isinstance(data, dict) else None
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+
+
 # -------------------------------------------------------------------- entry point
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
+    loadwatcher.add_arguments(parser)
     parser.add_argument("--metrics-interval", type=float, default=None,
                         help="seconds between metrics.k8s.io polls (default 10)")
     parser.add_argument("--resync-interval", type=float, default=None,
@@ -595,6 +691,7 @@ def settings_from(args: argparse.Namespace) -> CollectorSettings:
     import dataclasses
 
     s = load_settings(args, CollectorSettings, "collector")
+    configure_security(getattr(args, "config", None))  # kafka: TLS/SASL for every client; bad ones exit 2 here
     over: dict[str, Any] = {}
     if getattr(args, "metrics_interval", None) is not None:
         over["metrics_interval_s"] = float(args.metrics_interval)
@@ -619,17 +716,25 @@ async def amain(args: argparse.Namespace, stop: asyncio.Event) -> int:
     if getattr(args, "create_topics", True):
         await create_topics(bootstrap, [CLUSTER_EVENTS, CLUSTER_METRICS])
     api = await new_api_client(getattr(args, "kubeconfig", None), getattr(args, "context", None))
-    try:
+
+    async def session(session_stop: asyncio.Event) -> int:
+        # One Kafka session; after a broker restart a new one lists everything again (SYNC for every object).
         producer = await make_producer(bootstrap, embedded=embedded, client_id=name)
         try:
             log.info("collector %s: watching %s; metrics every %.0fs; resync every %.0fs; Kafka %s", name,
                      ", ".join(settings.kinds), settings.metrics_interval_s, settings.resync_interval_s, bootstrap)
-            await Collector(api, producer, settings, name=name).run(stop)
+            collector = Collector(api, producer, settings, name=name)
+            async with loadwatcher.collector_extras(args, collector, bootstrap, session_stop):
+                await collector.run(session_stop)
         finally:
             await producer.stop()  # flushes
+        return 0
+
+    try:
+        return await run_sessions("collector", bootstrap, [CLUSTER_EVENTS, CLUSTER_METRICS], session, stop,
+                                  interval_s=broker_check_interval(args, bootstrap))
     finally:
         await api.close()
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:
