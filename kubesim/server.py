@@ -18,8 +18,11 @@ import base64
 import contextlib
 import copy
 import logging
+import os
+import random
 import tempfile
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -176,6 +179,110 @@ def json_patch(doc: Any, ops: list) -> Any:
     return doc
 
 
+class FaultInjector:
+    """Seeded API faults on the Kubernetes API paths (``/api``, ``/apis``, ``/version``; never the
+    ``/kubesim`` control API or the health checks). Configured with :meth:`configure` (keys below, all
+    optional; ``{}`` turns everything off), the ``faults=`` option of :class:`KubeSim`, ``$KUBESIM_FAULTS``
+    (JSON) or ``POST /kubesim/v1/faults`` (``GET`` shows the configuration and what was injected, counted
+    by kind since the server started):
+
+    - ``error_rate`` (0-1) with ``codes`` (default [500, 503]): answer a request with one of the codes
+      before it is handled (a Status body; 503 carries ``Retry-After: 1``);
+    - ``slow_ms`` with ``slow_rate`` (default 1.0): delay that share of requests by ``slow_ms``;
+    - ``drop_watch_rate`` with ``drop_watch_after_s`` (default 2.0): drop that share of watch streams
+      (the connection is aborted, no clean end) at a random time within ``drop_watch_after_s``;
+    - ``conflict_rate``: answer that share of writes (POST/PUT/PATCH/DELETE) 409 Conflict, unhandled;
+    - ``lost_response_rate``: handle that share of writes, then answer 503 instead of the real answer
+      (the change is made but the client does not know: retries must not apply it twice);
+    - ``seed`` (default 0): the random stream the rolls come from.
+    """
+
+    KEYS = ("error_rate", "codes", "slow_ms", "slow_rate", "drop_watch_rate", "drop_watch_after_s",
+            "conflict_rate", "lost_response_rate", "seed")
+    WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+    def __init__(self, spec: Mapping[str, Any] | None = None) -> None:
+        self.injected: Counter[str] = Counter()
+        self.configure(spec or {})
+
+    def configure(self, spec: Mapping[str, Any]) -> dict:
+        if not isinstance(spec, Mapping):
+            raise ValueError("faults: expected a JSON object")
+        unknown = sorted(set(spec) - set(self.KEYS))
+        if unknown:
+            raise ValueError(f"faults: unknown key(s) {', '.join(unknown)} (known: {', '.join(self.KEYS)})")
+
+        def rate(key: str, default: float = 0.0) -> float:
+            v = spec.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"faults.{key}: must be a number in [0, 1]")
+            return float(v)
+
+        def nonneg(key: str, default: float) -> float:
+            v = spec.get(key, default)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= float(v) < 3600:
+                raise ValueError(f"faults.{key}: must be a number >= 0")
+            return float(v)
+
+        codes = spec.get("codes", [500, 503])
+        if not isinstance(codes, list) or not codes or not all(
+                isinstance(c, int) and not isinstance(c, bool) and 400 <= c < 600 for c in codes):
+            raise ValueError("faults.codes: must be a non-empty list of HTTP error codes (400-599)")
+        seed = spec.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError("faults.seed: must be an integer")
+        self.error_rate, self.codes = rate("error_rate"), list(codes)
+        self.slow_ms, self.slow_rate = nonneg("slow_ms", 0.0), rate("slow_rate", 1.0)
+        self.drop_watch_rate, self.drop_watch_after_s = rate("drop_watch_rate"), nonneg("drop_watch_after_s", 2.0)
+        self.conflict_rate, self.lost_response_rate = rate("conflict_rate"), rate("lost_response_rate")
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.generation = getattr(self, "generation", 0) + 1  # watches under way roll again for a drop
+        return self.config()
+
+    def config(self) -> dict:
+        return {"error_rate": self.error_rate, "codes": self.codes, "slow_ms": self.slow_ms,
+                "slow_rate": self.slow_rate, "drop_watch_rate": self.drop_watch_rate,
+                "drop_watch_after_s": self.drop_watch_after_s, "conflict_rate": self.conflict_rate,
+                "lost_response_rate": self.lost_response_rate, "seed": self.seed}
+
+    def snapshot(self) -> dict:
+        return {"config": self.config(), "injected": dict(self.injected), "total": sum(self.injected.values())}
+
+    def _roll(self, p: float) -> bool:
+        return p > 0 and self.rng.random() < p
+
+    async def before(self, request: web.Request) -> None:
+        """Delay and/or refuse a request (raises :class:`ApiError`) before it is handled."""
+        if self.slow_ms > 0 and self._roll(self.slow_rate):
+            self.injected["slow"] += 1
+            await asyncio.sleep(self.slow_ms / 1000.0)
+        if self._roll(self.error_rate):
+            code = self.rng.choice(self.codes)
+            self.injected["error"] += 1
+            self.injected[f"error_{code}"] += 1
+            reason = {500: "InternalError", 503: "ServiceUnavailable", 429: "TooManyRequests"}.get(code, "Fault")
+            raise ApiError(code, reason, f"kubesim fault injection: {code} on {request.method} {request.path}",
+                           headers={"Retry-After": "1"} if code in (429, 503) else None)
+        if request.method in self.WRITES and self._roll(self.conflict_rate):
+            self.injected["conflict"] += 1
+            raise ApiError(409, "Conflict", "kubesim fault injection: Operation cannot be fulfilled: the object "
+                           "has been modified; please apply your changes to the latest version and try again")
+
+    def lose_response(self, request: web.Request) -> bool:
+        """True when this (handled) write's answer is to be replaced by a 503."""
+        if request.method in self.WRITES and self._roll(self.lost_response_rate):
+            self.injected["lost_response"] += 1
+            return True
+        return False
+
+    def watch_drop_deadline(self, now: float) -> float | None:
+        """The loop time at which this watch stream is to be dropped, or None."""
+        if self._roll(self.drop_watch_rate):
+            return now + self.rng.uniform(0.0, self.drop_watch_after_s)
+        return None
+
+
 class KubeSim:
     """kubesim server (aiohttp) + virtual clock around a :class:`Cluster`.
 
@@ -201,6 +308,7 @@ class KubeSim:
         authenticate: Authenticator | None = None,
         authorize: Authorizer | None = None,
         access_log: bool = False,
+        faults: Mapping[str, Any] | None = None,
     ):
         if isinstance(scenario, Cluster):
             self.cluster = scenario
@@ -226,6 +334,9 @@ class KubeSim:
         self._clock_task: asyncio.Task | None = None
         self._tmpdir: tempfile.TemporaryDirectory | None = None
         self._closing = False
+        env_faults = os.environ.get("KUBESIM_FAULTS")
+        self.faults = FaultInjector(faults if faults is not None else (orjson.loads(env_faults) if env_faults
+                                                                        else None))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -351,6 +462,8 @@ class KubeSim:
         r.add_get("/kubesim/v1/truth", self._ctl_truth)
         r.add_post("/kubesim/v1/clock", self._ctl_clock)
         r.add_post("/kubesim/v1/compact", self._ctl_compact)
+        r.add_get("/kubesim/v1/faults", self._ctl_faults)
+        r.add_post("/kubesim/v1/faults", self._ctl_faults)
         r.add_get("/healthz", self._healthz)
         r.add_get("/readyz", self._healthz)
         return app
@@ -375,6 +488,12 @@ class KubeSim:
                 ns = request.match_info.get("ns")
                 if not self.authorize(user, verb, path, ns):
                     raise ApiError(403, "Forbidden", f'User "{user}" cannot {verb} {path}')
+                await self.faults.before(request)
+                response = await handler(request)
+                if self.faults.lose_response(request):
+                    raise ApiError(503, "ServiceUnavailable", "kubesim fault injection: the answer was lost "
+                                   "(the request was handled)", headers={"Retry-After": "1"})
+                return response
             return await handler(request)
         except ApiError as e:
             return _json(status_body(e.code, e.reason, e.message, e.details), e.code, e.headers)
@@ -746,6 +865,8 @@ class KubeSim:
         await resp.prepare(request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        drop_at = self.faults.watch_drop_deadline(loop.time())  # fault injection: None, or when to drop
+        drop_gen = self.faults.generation
         next_bookmark = loop.time() + self.bookmark_interval_s
 
         async def send(etype: str, obj: dict) -> None:
@@ -785,9 +906,17 @@ class KubeSim:
                     await send("BOOKMARK", {"kind": res.kind, "apiVersion": res.group_version,
                                             "metadata": {"resourceVersion": str(last)}})
                     next_bookmark = now + self.bookmark_interval_s
+                if drop_gen != self.faults.generation:  # faults configured since this watch started
+                    drop_gen, drop_at = self.faults.generation, self.faults.watch_drop_deadline(now)
+                if drop_at is not None and now >= drop_at:
+                    self.faults.injected["drop_watch"] += 1
+                    if request.transport is not None:
+                        request.transport.abort()
+                    raise ConnectionResetError("kubesim fault injection: watch stream dropped")
                 if now >= deadline:
                     break
                 wake = min(deadline, next_bookmark) if bookmarks else deadline
+                wake = min(wake, drop_at) if drop_at is not None else wake
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiter.wait(), timeout=max(0.0, wake - now))
             await resp.write_eof()
@@ -842,3 +971,14 @@ class KubeSim:
         keep = int(body.get("keep", 0)) if isinstance(body, dict) else 0
         rv = self.compact(keep)
         return _json({"compacted_rv": rv, "resource_version": self.cluster.rv})
+
+    async def _ctl_faults(self, request: web.Request) -> web.Response:
+        """GET: the fault injection configuration and counts; POST: replace the configuration."""
+        if request.method == "POST":
+            body = await self._body(request)
+            try:
+                self.faults.configure(body if body is not None else {})
+            except ValueError as e:
+                raise ApiError(400, "BadRequest", str(e)) from None
+            log.info("fault injection: %s", self.faults.config())
+        return _json(self.faults.snapshot())

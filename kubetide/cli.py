@@ -16,6 +16,7 @@ from kubetide import __version__
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("kubetide.demo", "run the whole pipeline on the embedded broker and kubesim, print a summary table"),
+    "chaos": ("kubetide.chaos", "run the pipeline under worker kills, API faults and fuzzed input; score it"),
     "broker": ("kubetide.broker", "run the embedded Kafka-protocol broker (Tansu, memory storage)"),
     "topics": ("kubetide.admin", "create or list kubetide's Kafka topics"),
     "schemas": ("kubetide.schemas_cli", "export or show the JSON Schemas of every topic (the contract)"),

@@ -76,6 +76,11 @@ PUT the Scale with its resourceVersion (a 409 conflict reads again and retries, 
 ``error_max_attempts``) → ``applied: scaled``; then the marker annotation is merge-patched onto
 the Deployment (a failure there is logged and noted in the message, the scale stands).
 
+Node scaling (``decisions.nodescale``, :class:`NodescaleHandler`; consumed when listed in ``topics``):
+taint / untaint nodes and pod-deletion-cost annotations by merge patch, the placeholder Deployment's
+replicas through its scale subresource, drains as cordon + Eviction API (429 → ``skipped: pdb``,
+retried); see the class. Outcomes ``applied: tainted|untainted|annotated|scaled|drained``.
+
 Every outcome is an :class:`~kubetide.models.Action` on ``actions`` (key = decision id) with
 the HTTP status and message. The consumer offset of a message is committed only after its
 outcome has been written (at-least-once; idempotency makes re-delivery harmless); offsets are
@@ -95,6 +100,9 @@ Command line (``kubetide actuator`` or ``python -m workers.actuator``)::
     --evictions-per-minute N    global eviction rate (actuator.evictions_per_minute)
     --embedded-broker           the Kafka cluster is the embedded broker ($KUBETIDE_EMBEDDED_BROKER)
     --no-create-topics          do not create the topics at start
+    --broker-check-interval S   check every S seconds that the broker has not lost its state; after a
+                                restart the topics are created again and a new session keeps the applied
+                                ids, ledger and rate limits (default 5 on the embedded broker, else 0)
     --log-level LEVEL           default $KUBETIDE_LOG_LEVEL or INFO
 
 Settings (``actuator:`` section; defaults in brackets)
@@ -178,14 +186,16 @@ from kubetide import metrics
 from kubetide import models as m
 from kubetide.codec import DecodeError, dead_letter_for, decode, encode
 from kubetide.config import DEFAULT_PROTECTED_NAMESPACES
-from kubetide.topics import ACTIONS, DEADLETTER, DECISIONS_AUTOSCALE, DECISIONS_DESCHEDULE
+from kubetide.topics import ACTIONS, DEADLETTER, DECISIONS_AUTOSCALE, DECISIONS_DESCHEDULE, DECISIONS_NODESCALE
 from workers.common import (
     add_common_arguments,
     bootstrap_from,
+    broker_check_interval,
     create_topics,
     load_settings,
     make_consumer,
     make_producer,
+    run_sessions,
     run_worker,
     worker_id,
 )
@@ -207,6 +217,8 @@ RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("policy", "poddisruptionbudgets", ("list",)),  # ledger pre-check of disruptionsAllowed
     ("apps", "deployments", ("get", "patch")),   # idempotency marker kubetide.io/last-decision
     ("apps", "deployments/scale", ("get", "update")),  # scale decisions (PUT with resourceVersion)
+    ("", "nodes", ("patch",)),                   # node scaling: taint / untaint, cordon before a drain
+    ("", "pods", ("patch",)),                    # node scaling: pod-deletion-cost annotations
 )
 
 
@@ -549,6 +561,22 @@ class ScaleHandler(Handler):
     def target(self, decision: m.AutoscaleDecision) -> m.WorkloadRef:
         return decision.workload
 
+    async def _mark_scale_in(self, d: m.AutoscaleDecision) -> None:
+        """Zone-aware scale-in (``streams/core/autoscaler.py``): the pods the planner chose to go first
+        (evidence ``scale_in_pods``) get ``controller.kubernetes.io/pod-deletion-cost: "-1000"`` (merge patch)
+        before the scale is written, so the ReplicaSet controller deletes them first. Best effort: a pod
+        that is gone or cannot be patched is left as it is (the scale-in still happens)."""
+        ns = d.workload.namespace
+        core = client.CoreV1Api(self.act.api)
+        for name in [n for n in str(d.evidence.get("scale_in_pods") or "").split(",") if n]:
+            try:
+                await self.act.get_json(core.patch_namespaced_pod, name, ns,
+                                        {"metadata": {"annotations": {
+                                            "controller.kubernetes.io/pod-deletion-cost": "-1000"}}},
+                                        retry=False, _content_type="application/merge-patch+json")
+            except Exception as exc:  # a missing pod or a forbidden patch must not stop the scale-in
+                log.info("scale-in mark of %s/%s skipped: %s", ns, name, exc)
+
     async def apply(self, d: m.AutoscaleDecision, attempt: int) -> Result:
         w = d.workload
         ref = f"{w.namespace}/{w.name}"
@@ -560,6 +588,7 @@ class ScaleHandler(Handler):
                           ts=await self.act.cluster_time())
         apps = client.AppsV1Api(self.act.api)
         last: Result | None = None
+        delays = backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s)
         for i in range(1, self.settings.error_max_attempts + 1):
             try:
                 refused = await self.act.check_opted_in(w.namespace)
@@ -593,6 +622,7 @@ class ScaleHandler(Handler):
                     if isinstance(got, str):
                         return Result("skipped", "budget", got, ts=now)
                     reservation = got
+                    await self._mark_scale_in(d)
                 body = {"apiVersion": "autoscaling/v1", "kind": "Scale",
                         "metadata": {"name": w.name, "namespace": w.namespace,
                                      "resourceVersion": (scale.get("metadata") or {}).get("resourceVersion")},
@@ -619,13 +649,181 @@ class ScaleHandler(Handler):
                 return Result("applied", "scaled", f"scaled {ref} from {current} to {d.desired_replicas}{note}",
                               http_status=200, ts=now)
             except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
-                if getattr(exc, "status", None) == 409 and i < self.settings.error_max_attempts:
-                    log.info("scaling %s: conflict (attempt %d); reading it again", ref, i)
+                status = getattr(exc, "status", None)
+                if (status == 409 or is_retryable(exc)) and i < self.settings.error_max_attempts:
+                    # 409: read again at once. 5xx / timeouts: after a jittered backoff; the write may have
+                    # been made (a lost answer), and reading again shows it (no-change), never scales twice.
+                    log.info("scaling %s: %s (attempt %d); reading it again", ref, describe(exc), i)
                     last = api_failure(exc, f"cannot scale {ref}", self.act.clock.latest)
+                    if status != 409:
+                        await asyncio.sleep(next(delays))
                     continue
                 return api_failure(exc, f"cannot scale {ref}", self.act.clock.latest)
         assert last is not None
         return last
+
+
+class NodescaleHandler(Handler):
+    """``decisions.nodescale``: the controller's part of an elastic node group (the cluster-autoscaler adds
+    and removes the nodes). Expired → ``expired``; kill switch → ``dry-run``; protected namespaces are not
+    touched. Every write goes through the actions below; an API error is ``failed`` (403: ``forbidden``).
+
+    - ``taint`` / ``untaint``: the node (found by a list with ``metadata.name``) gets its ``spec.taints``
+      merge-patched with ``params`` ``key``/``value``/``effect`` added or ``key`` removed
+      (``applied: tainted`` / ``untainted``; already so → ``skipped: no-change``).
+    - ``annotate-pods``: each pod of ``params.pods`` still on the decision's node gets
+      ``controller.kubernetes.io/pod-deletion-cost`` = ``params.cost`` (null removes it) by merge patch
+      (``applied: annotated``; none needed it → ``skipped: no-change``).
+    - ``size-placeholder``: ``replicas`` on the scale subresource of ``params.namespace``/``params.name``
+      (PUT with resourceVersion; ``applied: scaled``, equal → ``skipped: no-change``).
+    - ``drain``: cordon (``spec.unschedulable: true``), then every non-DaemonSet, non-mirror pod on the
+      node outside protected namespaces is evicted through the Eviction API, one token of the global
+      eviction bucket each and the node's keyed bucket; all gone → ``applied: drained``; a 429 →
+      ``skipped: pdb`` with Retry-After (the whole decision is retried, the pods already gone are not
+      there any more); a keyed bucket empty → ``skipped: rate-limit`` (retried too).
+    """
+
+    topic = DECISIONS_NODESCALE
+    action = "nodescale"
+    COST = "controller.kubernetes.io/pod-deletion-cost"
+
+    async def apply(self, d: m.NodescaleDecision, attempt: int) -> Result:
+        now = await self.act.cluster_time()
+        if d.expires_at < now:
+            return Result("expired", "expired", f"decision expired at {d.expires_at:.0f}, cluster time {now:.0f}",
+                          ts=now)
+        kill = await self.act.kill_switch()
+        if kill is not None:
+            return Result("dry-run", kill, f"would {d.action} {d.node or d.node_group}: {d.reason}", ts=now)
+        fn = {"taint": self._taint, "untaint": self._taint, "annotate-pods": self._annotate,
+              "size-placeholder": self._size, "drain": self._drain}.get(d.action)
+        if fn is None:
+            return Result("failed", "unsupported", f"node-scale action {d.action} is not supported", ts=now)
+        try:
+            return await fn(d, now)
+        except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+            return api_failure(exc, f"cannot {d.action} {d.node or d.node_group}", self.act.clock.latest)
+
+    async def _node(self, name: str | None) -> dict | None:
+        if not name:
+            return None
+        items = await self.act.list_json(client.CoreV1Api(self.act.api).list_node,
+                                         field_selector=f"metadata.name={name}")
+        return next((n for n in items if (n.get("metadata") or {}).get("name") == name), None)
+
+    async def _patch_node(self, name: str, body: dict) -> None:
+        await self.act.get_json(client.CoreV1Api(self.act.api).patch_node, name, body, retry=False,
+                                _content_type="application/merge-patch+json")
+
+    async def _taint(self, d: m.NodescaleDecision, now: float) -> Result:
+        node = await self._node(d.node)
+        if node is None:
+            return Result("skipped", "gone", f"node {d.node} does not exist", http_status=404, ts=now)
+        key = str(d.params.get("key") or "")
+        taints = list((node.get("spec") or {}).get("taints") or [])
+        kept = [t for t in taints if t.get("key") != key]
+        if d.action == "taint":
+            want = {"key": key, "effect": str(d.params.get("effect") or "PreferNoSchedule")}
+            if d.params.get("value"):
+                want["value"] = str(d.params["value"])
+            if any(t.get("key") == key and t.get("effect") == want["effect"] for t in taints):
+                return Result("skipped", "no-change", f"node {d.node} already has {key}:{want['effect']}", ts=now)
+            new, what = [*kept, want], "tainted"
+        else:
+            if len(kept) == len(taints):
+                return Result("skipped", "no-change", f"node {d.node} has no taint {key}", ts=now)
+            new, what = kept, "untainted"
+        await self._patch_node(str(d.node), {"spec": {"taints": new}})
+        return Result("applied", what, f"node {d.node}: {what} {key}", http_status=200,
+                      ts=self.act.require_now(self.act.clock.latest))
+
+    async def _annotate(self, d: m.NodescaleDecision, now: float) -> Result:
+        core = client.CoreV1Api(self.act.api)
+        cost = d.params.get("cost")
+        want = None if cost is None else str(cost)
+        done = 0
+        for ref in str(d.params.get("pods") or "").split(","):
+            if "/" not in ref:
+                continue
+            ns, name = ref.split("/", 1)
+            if ns in self.settings.protected_namespaces:
+                continue
+            pod = await self.act.get_json(core.read_namespaced_pod, name, ns)
+            if pod is None or (pod.get("spec") or {}).get("nodeName") != d.node:
+                continue
+            if ((pod.get("metadata") or {}).get("annotations") or {}).get(self.COST) == want:
+                continue
+            await self.act.get_json(core.patch_namespaced_pod, name, ns,
+                                    {"metadata": {"annotations": {self.COST: want}}}, retry=False,
+                                    _content_type="application/merge-patch+json")
+            done += 1
+        if not done:
+            return Result("skipped", "no-change", "no listed pod needed the annotation", ts=now)
+        return Result("applied", "annotated", f"{done} pod(s) on {d.node}: pod-deletion-cost="
+                      f"{want if want is not None else 'cleared'}", http_status=200,
+                      ts=self.act.require_now(self.act.clock.latest))
+
+    async def _size(self, d: m.NodescaleDecision, now: float) -> Result:
+        ns, name = str(d.params.get("namespace") or ""), str(d.params.get("name") or "")
+        if ns in self.settings.protected_namespaces:
+            return Result("skipped", "protected-namespace", f"namespace {ns} is protected; {ns}/{name} not touched",
+                          ts=now)
+        apps = client.AppsV1Api(self.act.api)
+        scale = await self.act.get_json(apps.read_namespaced_deployment_scale, name, ns)
+        if scale is None or d.replicas is None:
+            return Result("skipped", "gone", f"deployment {ns}/{name} does not exist", http_status=404, ts=now)
+        current = int((scale.get("spec") or {}).get("replicas") or 0)
+        if current == d.replicas:
+            return Result("skipped", "no-change", f"{ns}/{name} already has {current} replicas", ts=now)
+        body = {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                "metadata": {"name": name, "namespace": ns,
+                             "resourceVersion": (scale.get("metadata") or {}).get("resourceVersion")},
+                "spec": {"replicas": d.replicas}}
+        await self.act.get_json(apps.replace_namespaced_deployment_scale, name, ns, body, retry=False)
+        return Result("applied", "scaled", f"placeholder {ns}/{name} from {current} to {d.replicas}",
+                      http_status=200, ts=self.act.require_now(self.act.clock.latest))
+
+    async def _drain(self, d: m.NodescaleDecision, now: float) -> Result:
+        node = await self._node(d.node)
+        if node is None:
+            return Result("skipped", "gone", f"node {d.node} does not exist", http_status=404, ts=now)
+        if not (node.get("spec") or {}).get("unschedulable"):
+            await self._patch_node(str(d.node), {"spec": {"unschedulable": True}})
+        core = client.CoreV1Api(self.act.api)
+        pods = await self.act.list_json(core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={d.node}")
+        evicted = 0
+        for p in sorted(pods, key=lambda p: ((p.get("metadata") or {}).get("namespace", ""),
+                                             (p.get("metadata") or {}).get("name", ""))):
+            meta = p.get("metadata") or {}
+            ns, name = meta.get("namespace") or "", meta.get("name") or ""
+            owners = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
+            if ns in self.settings.protected_namespaces or meta.get("deletionTimestamp") \
+                    or "kubernetes.io/config.mirror" in (meta.get("annotations") or {}) \
+                    or (owners and owners[0].get("kind") == "DaemonSet"):
+                continue
+            refusal = self.act.limiter.try_acquire([("node", d.node)])
+            if refusal is not None:
+                retry = min(max(refusal.retry_after_s, 0.1), self.settings.max_retry_after_s)
+                return Result("skipped", "rate-limit", f"cordoned {d.node}; evicted {evicted}; rate limit of "
+                              f"{refusal.key} reached", retry_after_s=round(retry, 2), ts=now)
+            await self.act.bucket.acquire()
+            body = client.V1Eviction(api_version="policy/v1", kind="Eviction",
+                                     metadata=client.V1ObjectMeta(name=name, namespace=ns))
+            try:
+                await core.create_namespaced_pod_eviction(name, ns, body,
+                                                          _request_timeout=self.settings.request_timeout_s)
+                evicted += 1
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                if exc.status == 429:
+                    retry = min(_retry_after(exc, self.settings.default_retry_after_s), self.settings.max_retry_after_s)
+                    return Result("skipped", "pdb", f"cordoned {d.node}; evicted {evicted}; {ns}/{name}: "
+                                  f"{_status_message(exc) or 'refused (429)'}", http_status=429,
+                                  retry_after_s=retry, ts=self.act.clock.observe(exc.headers) or now)
+                raise
+        return Result("applied", "drained", f"cordoned {d.node}; evicted {evicted} pod(s)", http_status=201,
+                      ts=await self.act.cluster_time())
 
 
 def _status_message(exc: ApiException) -> str:
@@ -659,6 +857,7 @@ def _retry_after(exc: ApiException, default: float) -> float:
 
 HANDLERS: dict[str, Callable[[Actuator], Handler]] = {DECISIONS_DESCHEDULE: EvictHandler,
                                                       DECISIONS_AUTOSCALE: ScaleHandler}
+HANDLERS[DECISIONS_NODESCALE] = NodescaleHandler
 
 
 # ------------------------------------------------------------------ offsets
@@ -1160,19 +1359,32 @@ async def amain(args: argparse.Namespace, stop: asyncio.Event) -> int:
     if getattr(args, "create_topics", True):
         await create_topics(bootstrap, [*settings.topics, ACTIONS, DEADLETTER])
     api = await new_api_client(getattr(args, "kubeconfig", None), getattr(args, "context", None))
-    try:
+    previous: list[Actuator] = []
+
+    async def session(session_stop: asyncio.Event) -> int:
+        # One Kafka session. After a broker restart (actions topic lost) the next session keeps what this
+        # process knows: the applied decision ids, the disruption ledger and the rate limits.
         producer = await make_producer(bootstrap, embedded=embedded, client_id=name)
         try:
             config_path = getattr(args, "config", None) or os.environ.get("KUBETIDE_CONFIG")
             actuator = Actuator(api, producer, bootstrap, settings, embedded=embedded, name=name,
                                 config_path=config_path,
                                 dry_run_locked=bool(getattr(args, "dry_run", None)) if config_path else None)
-            await actuator.run(stop)
+            if previous:
+                old = previous[-1]
+                actuator.applied |= old.applied
+                actuator.ledger, actuator.limiter, actuator.bucket = old.ledger, old.limiter, old.bucket
+            previous[:] = [actuator]
+            await actuator.run(session_stop)
         finally:
             await producer.stop()
+        return 0
+
+    try:
+        return await run_sessions("actuator", bootstrap, [*settings.topics, ACTIONS, DEADLETTER], session, stop,
+                                  interval_s=broker_check_interval(args, bootstrap))
     finally:
         await api.close()
-    return 0
 
 
 def run(args: argparse.Namespace) -> int:
