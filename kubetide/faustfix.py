@@ -36,6 +36,20 @@ for its partitions, because the embedded broker does not honour LeaveGroup: the 
 in the group until its 6 s session expires, then the join is held 3 s (also seen with plain
 aiokafka consumers). Recovery of 2 x 6000 changelog records then takes ~1.1 s.
 
+Offset-gap guard (any broker)
+-----------------------------
+faust's fetch loop (``Consumer._drain_messages``) treats a jump in a partition's offsets (next
+record > last read + 1) as a gap it counts as *acknowledged*: the next commit moves past records
+nobody processed. Such jumps happen right after a rebalance (``kubetide chaos`` with the guard in
+log-only mode: the survivor's first fetches after "rebalance complete" were 4-12 offsets past what
+it had read, on planner-input and app-samples; the node scrapes lost after kills before this fix,
+64 of 2,508 in one run, have that signature). :func:`guarded_getmany` (in :class:`EmbeddedConsumer`,
+and in the plain consumer through :func:`apply_offset_gap_guard`) drops the record after a jump
+and seeks back to the first missing offset; after faust seeks a partition to its committed
+offset it records committed - 1 as read, so a jump of one record is seen too.
+``KUBETIDE_DISABLE_OFFSET_GAP_FIX=1``: log the gaps only. ``tests/test_commit_safety.py``
+injects such a jump in a worker taking over after a kill -9.
+
 :func:`faust_settings` returns the ``faust.App`` keyword arguments kubetide uses: 6 s session /
 1 s heartbeat (a joining member is held for session_timeout / 2; with faust's 60 s default a
 fresh worker needs ~32 s to be ready), at-least-once (no transactions or idempotent producer on
@@ -138,7 +152,8 @@ def _check_internals() -> tuple[type, type, type]:
     for cls, attr in ((drv.AIOKafkaConsumerThread, "_highwaters"), (drv.AIOKafkaConsumerThread, "_ensure_consumer"),
                       (drv.AIOKafkaConsumerThread, "_create_worker_consumer"),
                       (drv.Consumer, "_new_consumer_thread"), (drv.Transport, "Consumer"),
-                      (Recovery, "_build_highwaters")):
+                      (Recovery, "_build_highwaters"), (drv.Consumer, "getmany"), (drv.Consumer, "perform_seek"),
+                      (drv.Consumer, "seek"), (drv.Consumer, "_drain_messages")):
         if not hasattr(cls, attr):
             problems.append(f"{cls.__module__}.{cls.__qualname__}.{attr} is missing")
     try:
@@ -146,6 +161,10 @@ def _check_internals() -> tuple[type, type, type]:
             problems.append("Recovery._build_highwaters no longer calls consumer.highwaters()")
         if "end_offsets(" not in inspect.getsource(drv.AIOKafkaConsumerThread._highwaters):
             problems.append("AIOKafkaConsumerThread._highwaters no longer calls end_offsets()")
+        drain = inspect.getsource(drv.Consumer._drain_messages)
+        if "getmany = self.getmany" not in drain or "_add_gap(" not in drain or "_read_offset" not in drain:
+            problems.append("Consumer._drain_messages no longer reads self.getmany / _read_offset / _add_gap "
+                            "(the offset-gap guard relies on them)")
     except (OSError, TypeError, AttributeError) as exc:
         problems.append(f"cannot read faust's source to verify it: {exc}")
     params = list(inspect.signature(FetchRequest.__init__).parameters)
@@ -206,6 +225,56 @@ async def fetch_high_waters(consumer: Any, listed: Mapping[Any, int | None], *, 
     return out
 
 
+GAP_FIX_DISABLE_ENV = "KUBETIDE_DISABLE_OFFSET_GAP_FIX"
+_gap_stats: dict[str, int] = {"gaps": 0, "refetched": 0, "allowed": 0}
+
+
+def gap_fix_enabled() -> bool:
+    return os.environ.get(GAP_FIX_DISABLE_ENV, "").strip() in ("", "0", "false", "no")
+
+
+async def guarded_getmany(consumer: Any, records: Any) -> Any:
+    """Filter faust's ``Consumer.getmany`` so that no offset is silently skipped.
+
+    faust's fetch loop (``Consumer._drain_messages``) marks any jump in a partition's offsets
+    (next record's offset > last read + 1) as a *gap* it treats as acknowledged, so the next
+    commit covers records that were never processed. Such a jump is legitimate only on a
+    compacted or transactional topic; here it means the fetch position moved past unread records
+    (seen around rebalances). The guard drops the record after the jump, seeks the partition back
+    to the first missing offset and lets the fetcher read it again (once per gap; a gap seen
+    again is let through with an ERROR log). ``$KUBETIDE_DISABLE_OFFSET_GAP_FIX=1``: log only.
+    """
+    read = consumer._read_offset
+    refetched: set[tuple[Any, int]] = getattr(consumer, "_kt_refetched", None) or set()
+    consumer._kt_refetched = refetched
+    skip: set[Any] = set()
+    acks_enabled_for = consumer.app.topics.acks_enabled_for
+    async for tp, message in records:
+        if tp in skip:
+            continue
+        r = read.get(tp)
+        offset = message.offset
+        if r is not None and offset > r + 1 and acks_enabled_for(message.topic):
+            _gap_stats["gaps"] += 1
+            if not gap_fix_enabled() or (tp, r + 1) in refetched:
+                _gap_stats["allowed"] += 1
+                log.error("offset gap on %s: last read %s, next fetched %s: %d records will be skipped "
+                          "(faust marks them done)%s", tp, r, offset, offset - r - 1,
+                          "" if gap_fix_enabled() else f" [{GAP_FIX_DISABLE_ENV} set]")
+            else:
+                if len(refetched) > 10_000:
+                    refetched.clear()
+                refetched.add((tp, r + 1))
+                _gap_stats["refetched"] += 1
+                log.warning("offset gap on %s: last read %s, next fetched %s: seeking back to %s to read the "
+                            "%d skipped records", tp, r, offset, r + 1, offset - r - 1)
+                skip.add(tp)
+                await consumer.seek(tp, r + 1)
+                read[tp] = r  # the next record expected is r + 1
+                continue
+        yield tp, message
+
+
 _classes: dict[str, type] = {}
 
 
@@ -238,13 +307,32 @@ def _embedded_classes() -> tuple[type, type]:
                              len(changed), len(fixed), dict(list(changed.items())[:3]))
                 return fixed  # type: ignore[return-value]
 
-        class EmbeddedConsumer(consumer_cls):  # type: ignore[misc,valid-type]
-            """faust's aiokafka Consumer using :class:`EmbeddedAIOKafkaConsumerThread`."""
+        class GapGuardedConsumer(consumer_cls):  # type: ignore[misc,valid-type]
+            """faust's aiokafka Consumer with the offset-gap guard (:func:`guarded_getmany`)."""
+
+            async def getmany(self, timeout: float) -> Any:  # noqa: ASYNC109 (faust's signature)
+                async for tp, message in guarded_getmany(self, super().getmany(timeout)):
+                    yield tp, message
+
+            async def perform_seek(self) -> None:
+                # faust keeps, per partition, the last offset read, but sets it to the committed offset (the
+                # next one to read) after seeking there; store committed - 1 so a jump of even one record
+                # right after a rebalance is seen (faust's own drain loop accepts either).
+                await super().perform_seek()
+                read = self._read_offset
+                for tp in list(read):
+                    if read[tp] is not None and self._committed_offset.get(tp) == read[tp]:
+                        read[tp] -= 1
+
+        class EmbeddedConsumer(GapGuardedConsumer):
+            """faust's aiokafka Consumer using :class:`EmbeddedAIOKafkaConsumerThread`, with the offset-gap
+            guard."""
 
             def _new_consumer_thread(self) -> Any:
                 return EmbeddedAIOKafkaConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
         _classes["consumer"] = EmbeddedConsumer
+        _classes["guarded"] = GapGuardedConsumer
         _classes["thread"] = EmbeddedAIOKafkaConsumerThread
     return _classes["consumer"], _classes["thread"]
 
@@ -275,6 +363,26 @@ def apply_embedded_broker_fixes(app: Any, *, embedded: bool) -> bool:
     # An instance attribute: only this app's transport builds the patched consumer.
     transport.Consumer = embedded_consumer
     log.info("embedded-broker end-offset fix installed on app %s", getattr(app.conf, "id", app))
+    return True
+
+
+def apply_offset_gap_guard(app: Any) -> bool:
+    """Make ``app``'s consumer refuse to skip offsets (:func:`guarded_getmany`), on any broker.
+
+    Call right after :func:`apply_embedded_broker_fixes` (whose consumer already has the guard);
+    returns True when the app's consumer class has the guard.
+    """
+    _check_internals()
+    if getattr(app, "_consumer", None) is not None:
+        raise RuntimeError("apply_offset_gap_guard(app) must run before the app's consumer is created")
+    _embedded_classes()
+    current = getattr(app.transport, "Consumer", None)
+    if isinstance(current, type) and issubclass(current, _classes["guarded"]):
+        return True
+    if current is not app.transport.__class__.Consumer:  # someone else replaced it: do not stack on it
+        log.warning("offset-gap guard not installed: the app's consumer class is %r", current)
+        return False
+    app.transport.Consumer = _classes["guarded"]
     return True
 
 

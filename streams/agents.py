@@ -16,9 +16,16 @@ becomes a ``deadletter`` message (key = origin topic) and the agent goes on with
 - ``profiler`` on app-samples (batches read with :func:`~kubetide.codec.decode_trusted`, no
   second validation; each slice in order, exactly as one message per slice would be): per-app
   :class:`~streams.core.profile.AppProfileState`, cached in
-  memory and written to a changelog-backed table each time a profile is emitted (at most once
-  per app per ``emit_interval_s`` of event time). After a crash or a partition move, an app's
-  profile resumes from its last emitted state (samples since then are lost: ≤ one interval).
+  memory. The table keeps, per app, the full state (written when a profile is emitted: at most
+  once per app per ``emit_interval_s`` of event time) and a small *tail*: the slices applied
+  since that full state, written for every app touched since the last offset commit right before
+  the next commit (``_CommitCheckpoint``, a faust sensor's ``on_commit_initiated``; the commit
+  flushes the producer first). A committed app-samples offset therefore never covers samples
+  missing from the changelog: after a kill -9 or a partition move an app's state is its full
+  state with the tail replayed, and the records after the commit are read again. Nothing is
+  lost; samples read twice (at-least-once: what the killed worker processed after its last
+  commit, and the scrapes ``split-metrics`` re-processed) are counted twice — the sketches
+  cannot tell a duplicate from a new sample.
   Table values are zstd-compressed :meth:`~streams.core.profile.AppProfileState.to_bytes`
   (:func:`pack_state`; the changelog is most of what the worker writes).
   The table and cache key is ``namespace/app`` (:func:`~streams.core.profile.state_key`): two
@@ -56,6 +63,7 @@ from prometheus_client import generate_latest
 from kubetide import metrics as catalogue
 from kubetide import topics
 from kubetide.codec import DecodeError, dead_letter_for, decode, decode_obj, decode_trusted, encode
+from kubetide.models import Resources
 from streams import metrics
 from streams.core.interference import Advisor, InterferenceSettings, NodeState
 from streams.core.interference import update as interference_update
@@ -215,17 +223,56 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
     hourly_every = settings.profiler.history_slot_s
     hourly_at: dict[int, dict[bytes, float]] = {}  # by partition: state key -> event time of its last hourly
 
+    # Durability of profile state under at-least-once. The table holds, per app, the full state (written
+    # when a profile is emitted: at most once per emit interval of event time) and, under ``key + TAIL``, the
+    # slices applied since then ({"base": the full state's last_emit_ts, "slices": [...]}, small). Every tail
+    # touched since the last offset commit is written right before the next commit (``_CommitCheckpoint``),
+    # so a committed app-samples offset never covers samples missing from the changelog; a recovered state
+    # is the full state with its tail replayed (a tail whose base is not that full state's is ignored).
+    tails: dict[int, dict[bytes, list[dict[str, Any]]]] = {}  # by partition: slices since the full state
+    dirty: dict[int, dict[bytes, AppProfileState]] = {}  # by partition: states whose tail changed
+    checkpoints = {"tails": 0, "full": 0}  # changelog writes (for tests and benchmarks)
+
+    def checkpoint() -> int:
+        n = 0
+        for p, states in dirty.items():
+            pt = tails.get(p, {})
+            for key, st in states.items():
+                _table_put(table, p, key + TAIL, orjson.dumps({"base": st.last_emit_ts, "slices": pt.get(key, [])},
+                                                              option=orjson.OPT_SERIALIZE_NUMPY))
+                n += 1
+        dirty.clear()
+        checkpoints["tails"] += n
+        return n
+
+    app.sensors.add(_CommitCheckpoint(checkpoint))
+
+    def load_state(key: bytes) -> AppProfileState:
+        raw = table.get(key)
+        st = AppProfileState.from_bytes(unpack_state(raw), settings.profiler) if raw else AppProfileState(
+            settings.profiler)
+        tail = table.get(key + TAIL)
+        t = orjson.loads(tail) if tail else {"base": None, "slices": []}
+        replay = t.get("base") == st.last_emit_ts
+        if replay:
+            for d in t["slices"]:
+                st.update(_slice_from_tail(d))
+        log.debug("profile state %s loaded: full state of %s, tail of %d slices (base %s) %s; %d samples",
+                  key.decode(errors="replace"), st.last_emit_ts, len(t["slices"]), t.get("base"),
+                  "replayed" if replay else "ignored", st.n_total())
+        return st
+
     async def profile_one(p: int, msg: AppSamples) -> None:
         key = state_key(msg.namespace, msg.app).encode()
         part = cache.setdefault(p, {})
         st = part.get(key)
         if st is None:
-            raw = table.get(key)
-            st = AppProfileState.from_bytes(unpack_state(raw), settings.profiler) if raw else AppProfileState(
-                settings.profiler)
-            part[key] = st
+            st = part[key] = load_state(key)
             metrics.PROFILED_APPS.set(sum(len(x) for x in cache.values()))
         st.update(msg)
+        tail = tails.setdefault(p, {}).setdefault(key, [])
+        tail.append(_tail_slice(msg))
+        dirty.setdefault(p, {})[key] = st
         if msg.cpu_cores and should_emit(st, msg.ts):
             seen = hourly_at.setdefault(p, {})
             last = seen.get(key)
@@ -235,7 +282,9 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
             iw, co = advisor.advice(msg.app, msg.ts)
             prof = profile_message(st, msg.ts, interferes_with=iw, complements=co)
             st.last_emit_ts = msg.ts
-            table[key] = pack_state(st.to_bytes())
+            _table_put(table, p, key, pack_state(st.to_bytes()))  # a new full state: the tail starts again
+            tail.clear()
+            checkpoints["full"] += 1
             await t_profiles.send(key=msg.app.encode(), value=encode(prof))
             metrics.PROFILES.inc()
 
@@ -294,6 +343,8 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
             if not any(tp.topic == topics.APP_SAMPLES and tp.partition == p for tp in kept):
                 del cache[p]
                 hourly_at.pop(p, None)
+                dirty.pop(p, None)
+                tails.pop(p, None)
         metrics.PROFILED_APPS.set(sum(len(p) for p in cache.values()))
         metrics_parts = {tp.partition for tp in assigned if tp.topic == topics.CLUSTER_METRICS}
         for n in [n for n, p in node_part.items() if p not in metrics_parts]:
@@ -311,7 +362,53 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
         return web.bytes(generate_latest(), content_type="text/plain")
 
     return {"split": split, "forward": forward, "profiler": profiler, "planner": planner, "table": table,
-            "holder": holder, "interference": split, "nodes": nodes, "advisor": advisor}
+            "holder": holder, "interference": split, "nodes": nodes, "advisor": advisor,
+            "checkpoint": checkpoint, "checkpoints": checkpoints}
+
+
+class _CommitCheckpoint(faust.Sensor):
+    """Calls ``checkpoint()`` when faust is about to commit offsets: faust's ``force_commit`` calls
+    ``on_commit_initiated`` and then, without yielding to the event loop, takes the acked offsets to
+    commit; the commit itself flushes the producer (so these changelog records) first. Every sample
+    of an acked app-samples record is therefore in the changelog before its offset is committed."""
+
+    def __init__(self, checkpoint: Any) -> None:
+        super().__init__()
+        self._checkpoint = checkpoint
+
+    def on_commit_initiated(self, consumer: Any) -> Any:
+        try:
+            return self._checkpoint()
+        except Exception:  # never break faust's commit: the next commit retries the same dirty states
+            log.exception("profile checkpoint failed")
+            return None
+
+
+TAIL = b"\x00tail"  # table key suffix of an app's slices since its full state (app names hold no NUL)
+
+
+def _tail_slice(msg: AppSamples) -> dict[str, Any]:
+    d: dict[str, Any] = {"ts": msg.ts, "namespace": msg.namespace, "app": msg.app}
+    if msg.cpu_cores:
+        d.update(pod=list(msg.pod), cpu=list(msg.cpu_cores), mem=list(msg.mem_bytes))
+    r = msg.requests
+    if r is not None:
+        d["req"] = [r["cpu_cores"], r["mem_bytes"]] if isinstance(r, dict) else [r.cpu_cores, r.mem_bytes]
+    return d
+
+
+def _slice_from_tail(d: dict[str, Any]) -> AppSamples:
+    req = d.get("req")
+    return AppSamples.model_construct(ts=d["ts"], namespace=d["namespace"], app=d["app"], pod=d.get("pod", []),
+                                      cpu_cores=d.get("cpu", []), mem_bytes=d.get("mem", []),
+                                      requests=None if req is None else Resources(cpu_cores=req[0], mem_bytes=req[1]))
+
+
+def _table_put(table: Any, partition: int, key: bytes, value: bytes) -> None:
+    """``table[key] = value`` outside stream iteration: the changelog record goes to ``partition``
+    (the app-samples partition the state belongs to; faust would take it from the current event)."""
+    table.send_changelog(partition, key, value)
+    table.data[key] = value
 
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

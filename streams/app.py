@@ -20,7 +20,7 @@ import faust
 import orjson
 
 from kubetide import topics
-from kubetide.faustfix import apply_embedded_broker_fixes, faust_settings
+from kubetide.faustfix import apply_embedded_broker_fixes, apply_offset_gap_guard, faust_settings
 from streams.agents import install
 from streams.core.settings import StreamsSettings
 
@@ -47,7 +47,13 @@ def create_app(bootstrap: str, *, embedded: bool, app_id: str = "kubetide-stream
                                      web_port=web_port,
                                      topic_partitions=topics.spec(topics.APP_SAMPLES).partitions))
     apply_embedded_broker_fixes(app, embedded=embedded)
+    apply_offset_gap_guard(app)  # faust would otherwise mark skipped offsets done (lost records after a rebalance)
     parts = install(app, settings, worker_id=worker_id)
+    if embedded:  # the in-memory broker may restart empty: notice, report the loss, recreate topics, rejoin
+        from kubetide.kafka import add_restart_watch
+
+        add_restart_watch(app, bootstrap, [t.name for t in topics.TOPICS],
+                          interval_s=float(os.environ.get("KUBETIDE_BROKER_CHECK_S") or 5.0))
     app.kubetide = parts  # type: ignore[attr-defined]
     t0 = time.monotonic()
     ready = {"done": False}
