@@ -133,6 +133,10 @@ def faust_settings(bootstrap: str, *, embedded: bool, app_id: str, data_dir: str
         "web_bind": web_host,
         "web_port": web_port,
     }
+    if not embedded:  # the kafka: section's TLS / SASL (kubetide.kafka), as for the aiokafka clients
+        from kubetide.kafka import kafka_settings
+
+        settings.update(kafka_settings().faust_settings())
     settings.update(overrides)
     if settings["processing_guarantee"] != "at_least_once" and embedded:
         raise ValueError("the embedded broker has no transactions: processing_guarantee must be at_least_once")

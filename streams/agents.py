@@ -328,8 +328,10 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
                 before = pl.ticks_planned
                 for d in pl.handle(msg):
                     await decision_topics[decision_topic(d)].send(key=decision_kafka_key(d), value=encode(d))
-                    metrics.DECISIONS.labels(d.strategy).inc()
+                    metrics.observe_decision(d)
                     log.info("decision %s: %s", d.id, d.reason)
+                if pl.ticks_planned > before:
+                    _publish_forecasts(pl)
                 metrics.TICKS.inc(pl.ticks_planned - before)
                 metrics.LATE_SUMMARIES.set(pl.ticks.late)
             except Exception as exc:
@@ -337,6 +339,7 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: set[Any], **_: Any) -> None:
+        catalogue.observe_rebalance(app.conf.id)
         previous: set[Any] = holder["owned"]
         kept = previous & set(assigned)
         for p in list(cache):
@@ -425,6 +428,16 @@ def pack_state(raw: bytes) -> bytes:
 def unpack_state(raw: bytes) -> bytes:
     """Inverse of :func:`pack_state`; also accepts an uncompressed state (older changelog records)."""
     return _zd.decompress(raw) if raw[:4] == _ZSTD_MAGIC else raw
+
+
+def _publish_forecasts(pl: Planner) -> None:
+    """The autoscaler's latest per-workload forecast, predicted replicas and forecast error as gauges."""
+    for tp in pl.tick_planners:
+        for key, ev in (getattr(tp, "evidence", None) or {}).items():
+            ns, _, name = key.partition("/")
+            catalogue.set_workload(ns, name, forecast_cpu_cores=ev.get("forecast_peak_cores"),
+                                   replicas_predicted=ev.get("replicas.predictive"),
+                                   forecast_error_ratio=ev.get("forecast_error"))
 
 
 def _new_planner(settings: StreamsSettings) -> Planner:

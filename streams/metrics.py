@@ -38,3 +38,10 @@ class _Adapter:
 MESSAGES = _Adapter(lambda topic, n: catalogue.observe_consumed(topic, n))
 DEADLETTERS = _Adapter(lambda topic, reason, n: [catalogue.observe_deadletter(topic, reason) for _ in range(n)])
 DECISIONS = _Adapter(lambda strategy, n: catalogue.observe_decision("deschedule", strategy, n))
+
+
+def observe_decision(d: object) -> None:
+    """Count a decision under its type (the topic's last part: deschedule, autoscale, nodescale)."""
+    from streams.core.planner import decision_topic
+
+    catalogue.observe_decision(decision_topic(d).rsplit(".", 1)[-1], getattr(d, "strategy", ""))

@@ -1250,6 +1250,7 @@ class Actuator:
                 tracker.forget(revoked)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
+                metrics.observe_rebalance(actuator.settings.group_id)
                 log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)) or
                          "no partitions")
 

@@ -162,6 +162,9 @@ def run_worker(args: argparse.Namespace, name: str, validate: Callable[[argparse
     try:  # configuration problems: a clear message, exit code 2
         validate(args)
         bootstrap_from(args)
+        from kubetide.kafka import configure_security
+
+        configure_security(getattr(args, "config", None))  # the kafka: section's TLS / SASL for every client
     except ValueError as exc:
         log.error("%s", exc)
         return 2
