@@ -54,7 +54,8 @@ of :data:`KEYS` (computed by :mod:`kubetide.scorecard` from per-tick series):
   over the ticks whose demand is at or above its 90th percentile. ``node_scale_evictions``: evictions
   made to remove nodes — the cluster-autoscaler model's drains in both runs, plus kubetide's node-scale
   drains (offline, scenarios with an elastic group turn on ``streams.nodescale``:
-  :func:`kubetide.offline_nodescale.elastic_config`; the cluster-autoscaler model runs in both runs).
+  :func:`kubetide.offline_nodescale.elastic_config`; the cluster-autoscaler model runs in both runs;
+  the online run does not turn node scaling on yet, so there only the cluster-autoscaler's count).
 - ``ideal_node_hours``: kubesim's per-tick ideal node count (the fewest nodes of the largest type
   that fit all requests, ``accounting()["ideal_nodes_now"]``) × tick length. (Without it:
   ``max(1, ceil(total CPU usage / node size))`` per tick.)
@@ -786,9 +787,11 @@ async def _online(scenario: Any, seed: int | None, ticks: int, progress: Progres
         k = decision_key(d, t_start, dt)[1]
         if k in step_wall:
             latency.append(max(0.0, got - step_wall[k]))
+    # node scaling is offline-only for now: online, the node-removal evictions are the cluster-autoscaler's
     res = score(series, dt, _node_cores(scenario), evictions=tracker.evictions(),
                 pdb_violations=tracker.pdb_violations, latency=latency,
-                evictions_total=cluster.counters["evictions"] - ev0)
+                evictions_total=cluster.counters["evictions"] - ev0,
+                node_scale_evictions=cluster.counters.get("autoscaler_evictions", 0))
     return {"scores": res, "series": series, "wall_s": wall, "outcomes": outcomes, "lockstep": dict(stats),
             "decisions": [[*decision_key(d, t_start, dt), d.id] for d, _ in decisions]}
 
