@@ -166,7 +166,9 @@ async def test_collector_keeps_an_exact_picture_under_api_faults(kafka, producer
     assert injected.get("error", 0) > 0 and injected.get("drop_watch", 0) > 0 and injected.get("slow", 0) > 0
     assert evicted >= 5
     assert stats["api_errors"] > 0 and sum(v for k, v in stats.items() if k.startswith("resumes_")) > 0
-    assert stats["metrics_messages"] > 0 and stats["events_deleted"] >= evicted
+    # Not ``events_deleted >= evicted``: a replacement pod created and evicted while the watch was down is
+    # never seen, so it needs no DELETED (the exact picture above is the invariant).
+    assert stats["metrics_messages"] > 0 and stats["events_deleted"] > 0
 
 
 # ------------------------------------------------------------------ the actuator under faults
