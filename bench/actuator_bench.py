@@ -37,6 +37,7 @@ from common import ROOT, create_topics, free_port, load, median, new_broker, rep
 from kubetide import models as m
 from kubetide import topics
 from kubetide.codec import decode, encode
+from kubetide.kafka import gapless_getmany
 from kubetide.procs import ManagedProcess, kubetide_argv
 
 SCENARIO = "mixed"
@@ -142,7 +143,7 @@ async def actuator_run(bootstrap: str, sim: Any, pods: list[Any], work: Path) ->
                 raise RuntimeError(f"actuator died:\n{proc.tail(30)}")
             if time.monotonic() - t_start > 120:
                 raise RuntimeError(f"actuator: only {outcomes} after 120 s:\n{proc.tail(30)}")
-            batch = await cons.getmany(timeout_ms=200)
+            batch = await gapless_getmany(cons, timeout_ms=200)
             for recs in batch.values():
                 for r in recs:
                     a = decode(topics.ACTIONS, r.value)

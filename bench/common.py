@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from kubetide.broker import EmbeddedBroker, free_port  # noqa: E402
+from kubetide.kafka import gapless_getmany  # noqa: E402
 from kubetide.procs import ManagedProcess, kubetide_argv  # noqa: E402
 
 GiB = float(1 << 30)
@@ -284,7 +285,7 @@ async def partition_counts(bootstrap: str, topic: str, partitions: int, expect: 
         counts = dict.fromkeys(range(partitions), 0)
         deadline = time.monotonic() + 30
         while sum(counts.values()) < expect and time.monotonic() < deadline:
-            for tp, recs in (await c.getmany(timeout_ms=300)).items():
+            for tp, recs in (await gapless_getmany(c, timeout_ms=300)).items():
                 counts[tp.partition] += len(recs)
         return counts
     finally:

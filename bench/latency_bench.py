@@ -39,6 +39,7 @@ from common import GiB, Streams, create_topics, load, median, metrics_payload, n
 from kubetide import models as m
 from kubetide import topics
 from kubetide.codec import decode, encode
+from kubetide.kafka import gapless_getmany
 
 NODES = 20
 HOT_S = 8.0
@@ -117,7 +118,7 @@ async def drive(bootstrap: str, worker: Streams, seconds: float, rate: float) ->
 
     async def reader() -> None:
         while not stop.is_set():
-            batch = await cons.getmany(timeout_ms=50)
+            batch = await gapless_getmany(cons, timeout_ms=50)
             now = time.time()
             for tp, recs in batch.items():
                 for r in recs:

@@ -51,6 +51,7 @@ import orjson
 from kubetide import models as m
 from kubetide import topics as T
 from kubetide.codec import DEFAULT_MAX_BYTES, DecodeError, decode
+from kubetide.kafka import gapless_getmany
 
 log = logging.getLogger("kubetide.chaos")
 
@@ -211,7 +212,7 @@ async def _observe(bootstrap: str, obs: Observed, stop: asyncio.Event) -> None:
         c.assign(tps)
         await c.seek_to_beginning(*tps)
         while not stop.is_set():
-            batches = await c.getmany(timeout_ms=200, max_records=5000)
+            batches = await gapless_getmany(c, timeout_ms=200, max_records=5000)
             now = time.monotonic()
             for tp, recs in batches.items():
                 for r in recs:

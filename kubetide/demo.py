@@ -32,6 +32,7 @@ from rich.table import Table
 
 from kubetide import topics
 from kubetide.codec import DecodeError, decode
+from kubetide.kafka import gapless_getmany
 from kubetide.log import setup_logging
 from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
 
@@ -75,7 +76,7 @@ async def _tally_topics(bootstrap: str, tally: Tally, stop: asyncio.Event) -> No
     await consumer.start()
     try:
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+            batch = await gapless_getmany(consumer, timeout_ms=200, max_records=2000)
             for tp, records in batch.items():
                 for rec in records:
                     tally.last_record_at = time.monotonic()

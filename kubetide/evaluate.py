@@ -651,7 +651,7 @@ async def _online(scenario: Any, seed: int | None, ticks: int, progress: Progres
     from kubesim.server import KubeSim
     from kubetide import topics
     from kubetide.codec import DecodeError, decode
-    from kubetide.kafka import ensure_topics
+    from kubetide.kafka import ensure_topics, gapless_getmany
     from kubetide.offline import decision_key
     from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
 
@@ -697,7 +697,7 @@ async def _online(scenario: Any, seed: int | None, ticks: int, progress: Progres
             "--resync-interval", "0"), run_dir / "collector.log", env=env))
 
         async def pump(timeout_s: float) -> None:
-            batch = await consumer.getmany(timeout_ms=int(timeout_s * 1000), max_records=5000)
+            batch = await gapless_getmany(consumer, timeout_ms=int(timeout_s * 1000), max_records=5000)
             now = time.monotonic()
             for tp, recs in batch.items():
                 for rec in recs:

@@ -43,10 +43,14 @@ record > last read + 1) as a gap it counts as *acknowledged*: the next commit mo
 nobody processed. Such jumps happen right after a rebalance (``kubetide chaos`` with the guard in
 log-only mode: the survivor's first fetches after "rebalance complete" were 4-12 offsets past what
 it had read, on planner-input and app-samples; the node scrapes lost after kills before this fix,
-64 of 2,508 in one run, have that signature). :func:`guarded_getmany` (in :class:`EmbeddedConsumer`,
-and in the plain consumer through :func:`apply_offset_gap_guard`) drops the record after a jump
-and seeks back to the first missing offset; after faust seeks a partition to its committed
-offset it records committed - 1 as read, so a jump of one record is seen too.
+64 of 2,508 in one run, have that signature). A second cause is the broker itself: a record one
+producer wrote can be readable before an earlier-offset record another producer wrote concurrently
+(two stream workers both write planner-input and app-samples; see ``kubetide.kafka.gapless_getmany``,
+which plain consumers use). :func:`guarded_getmany` (in :class:`EmbeddedConsumer`, and in the
+plain consumer through :func:`apply_offset_gap_guard`) drops the records after a jump and seeks
+back to the first missing offset, on every fetch until they are read (or the jump persisted for
+``GAP_SETTLE_S``); after faust seeks a partition to its committed offset it records committed - 1
+as read, so a jump of one record is seen too.
 ``KUBETIDE_DISABLE_OFFSET_GAP_FIX=1``: log the gaps only. ``tests/test_commit_safety.py``
 injects such a jump in a worker taking over after a kill -9.
 
@@ -61,6 +65,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -243,16 +248,24 @@ async def guarded_getmany(consumer: Any, records: Any) -> Any:
     faust's fetch loop (``Consumer._drain_messages``) marks any jump in a partition's offsets
     (next record's offset > last read + 1) as a *gap* it treats as acknowledged, so the next
     commit covers records that were never processed. Such a jump is legitimate only on a
-    compacted or transactional topic; here it means the fetch position moved past unread records
-    (seen around rebalances). The guard drops the record after the jump, seeks the partition back
-    to the first missing offset and lets the fetcher read it again (once per gap; a gap seen
-    again is let through with an ERROR log). ``$KUBETIDE_DISABLE_OFFSET_GAP_FIX=1``: log only.
+    compacted or transactional topic. Here it means records not yet readable: on the embedded
+    broker, a record one producer wrote becomes readable before an earlier-offset record another
+    producer wrote concurrently to the same partition (see ``kubetide.kafka.gapless_getmany``),
+    and fetch positions move past unread records around rebalances. The guard drops the records
+    after the jump and seeks the partition back to the first missing offset, again on every fetch,
+    until the missing records are read or the jump has persisted for
+    ``kubetide.kafka.GAP_SETTLE_S`` (then it is let through with an ERROR log).
+    ``$KUBETIDE_DISABLE_OFFSET_GAP_FIX=1``: log only.
     """
+    from kubetide.kafka import GAP_SETTLE_S
+
     read = consumer._read_offset
-    refetched: set[tuple[Any, int]] = getattr(consumer, "_kt_refetched", None) or set()
-    consumer._kt_refetched = refetched
+    first_seen: dict[tuple[Any, int], float] | None = getattr(consumer, "_kt_gap_first_seen", None)
+    if first_seen is None:
+        first_seen = consumer._kt_gap_first_seen = {}
     skip: set[Any] = set()
     acks_enabled_for = consumer.app.topics.acks_enabled_for
+    now = time.monotonic()
     async for tp, message in records:
         if tp in skip:
             continue
@@ -260,18 +273,20 @@ async def guarded_getmany(consumer: Any, records: Any) -> Any:
         offset = message.offset
         if r is not None and offset > r + 1 and acks_enabled_for(message.topic):
             _gap_stats["gaps"] += 1
-            if not gap_fix_enabled() or (tp, r + 1) in refetched:
+            seen = first_seen.setdefault((tp, r + 1), now)
+            if not gap_fix_enabled() or now - seen >= GAP_SETTLE_S:
                 _gap_stats["allowed"] += 1
+                first_seen.pop((tp, r + 1), None)
                 log.error("offset gap on %s: last read %s, next fetched %s: %d records will be skipped "
                           "(faust marks them done)%s", tp, r, offset, offset - r - 1,
                           "" if gap_fix_enabled() else f" [{GAP_FIX_DISABLE_ENV} set]")
             else:
-                if len(refetched) > 10_000:
-                    refetched.clear()
-                refetched.add((tp, r + 1))
+                if len(first_seen) > 10_000:
+                    first_seen.clear()
                 _gap_stats["refetched"] += 1
-                log.warning("offset gap on %s: last read %s, next fetched %s: seeking back to %s to read the "
-                            "%d skipped records", tp, r, offset, r + 1, offset - r - 1)
+                (log.warning if seen == now else log.debug)(
+                    "offset gap on %s: last read %s, next fetched %s: seeking back to %s to read the %d skipped "
+                    "records", tp, r, offset, r + 1, offset - r - 1)
                 skip.add(tp)
                 await consumer.seek(tp, r + 1)
                 read[tp] = r  # the next record expected is r + 1

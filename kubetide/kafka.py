@@ -18,6 +18,12 @@
   silently loses every topic, record and committed offset while clients reconnect as if
   nothing happened. The detector notices (a topic it relies on is gone, or its partitions'
   end offsets went backwards) so the worker can exit and be restarted cleanly.
+- :func:`gapless_getmany`: ``consumer.getmany`` that never moves past an offset it has not
+  returned. On the embedded broker, a record written by one producer can become readable before
+  an earlier-offset record a second producer wrote concurrently to the same partition (measured:
+  4 producers tailing one partition, a reader jumped 388 → 399; the 10 records are readable a
+  moment later). Every plain consumer reads through it; faust's consumers get the same guard
+  from :mod:`kubetide.faustfix`.
 """
 
 from __future__ import annotations
@@ -34,6 +40,89 @@ from typing import Any, Literal, Protocol
 log = logging.getLogger("kubetide.kafka")
 
 TOPIC_ALREADY_EXISTS = 36
+
+
+#: How long an offset jump may persist before a reader accepts it as a real hole (compaction,
+#: transaction markers) rather than records not yet readable on the broker.
+GAP_SETTLE_S = 5.0
+
+
+@dataclass
+class _GapState:
+    read: dict[Any, int]  # tp -> last offset returned
+    first_seen: dict[tuple[Any, int], float]  # (tp, first missing offset) -> monotonic time first seen
+    stats: dict[str, int]
+
+
+def gap_stats(consumer: Any) -> dict[str, int]:
+    """{"gaps", "refetched", "allowed"} of a consumer read through :func:`gapless_getmany`."""
+    st = getattr(consumer, "_kt_gaps", None)
+    return dict(st.stats) if st else {"gaps": 0, "refetched": 0, "allowed": 0}
+
+
+def forget_gaps(consumer: Any, tps: Iterable[Any] | None = None) -> None:
+    """Stop comparing ``tps`` (all partitions when None) with the offsets read before: call it after
+    seeking a partition forward or when a rebalance assigns partitions."""
+    st: _GapState | None = getattr(consumer, "_kt_gaps", None)
+    if st is None:
+        return
+    if tps is None:
+        st.read.clear()
+        st.first_seen.clear()
+        return
+    for tp in tps:
+        st.read.pop(tp, None)
+
+
+async def gapless_getmany(consumer: Any, *partitions: Any, timeout_ms: int = 0, max_records: int | None = None,
+                          settle_s: float = GAP_SETTLE_S) -> dict[Any, list[Any]]:
+    """``consumer.getmany(...)`` that returns each partition's records without holes.
+
+    When a partition's next record is beyond the last one returned + 1, its records are held back
+    and the partition is sought back to the first missing offset, so the next call reads the
+    missing records once the broker serves them. A hole that persists for ``settle_s`` is real
+    (a compacted or transactional topic) and is let through with a WARNING. A seek by the caller
+    (``seek``, ``seek_to_beginning``, a rebalance) restarts tracking: this only compares records
+    against the position they were fetched from.
+    """
+    st: _GapState | None = getattr(consumer, "_kt_gaps", None)
+    if st is None:
+        st = _GapState({}, {}, {"gaps": 0, "refetched": 0, "allowed": 0})
+        consumer._kt_gaps = st
+    batches = await consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+    out: dict[Any, list[Any]] = {}
+    now = asyncio.get_running_loop().time()
+    for tp, recs in batches.items():
+        if not recs:
+            continue
+        last = st.read.get(tp)
+        first = recs[0].offset
+        if last is not None and first <= last:  # the caller sought back (or a rebalance did): start again
+            last = None
+        keep: list[Any] = []
+        for r in recs:
+            if last is not None and r.offset > last + 1:
+                key = (tp, last + 1)
+                st.stats["gaps"] += 1
+                seen = st.first_seen.setdefault(key, now)
+                if now - seen < settle_s:
+                    st.stats["refetched"] += 1
+                    log.debug("offset jump on %s: last read %d, next %d: reading %d again", tp, last, r.offset,
+                              last + 1)
+                    consumer.seek(tp, last + 1)
+                    break
+                st.stats["allowed"] += 1
+                st.first_seen.pop(key, None)
+                log.warning("offset gap on %s: offsets %d..%d were not readable for %.0f s: skipping them",
+                            tp, last + 1, r.offset - 1, now - seen)
+            keep.append(r)
+            last = r.offset
+        if keep:
+            out[tp] = keep
+            st.read[tp] = keep[-1].offset
+            if len(st.first_seen) > 10_000:
+                st.first_seen.clear()
+    return out
 
 
 class TopicSpecLike(Protocol):

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from kubetide.broker import EmbeddedBroker
 from kubetide.codec import DecodeError, decode
-from kubetide.kafka import ensure_topics, producer_config
+from kubetide.kafka import ensure_topics, gapless_getmany, producer_config
 from kubetide.topics import TOPICS
 
 
@@ -67,7 +67,7 @@ class TopicReader:
     async def _loop(self) -> None:
         assert self._consumer is not None
         while True:
-            batches = await self._consumer.getmany(timeout_ms=100)
+            batches = await gapless_getmany(self._consumer, timeout_ms=100)
             for recs in batches.values():
                 for r in recs:
                     try:

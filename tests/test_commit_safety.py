@@ -28,7 +28,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from kubetide.faustfix import GAP_FIX_DISABLE_ENV, guarded_getmany
-from kubetide.kafka import consumer_config, ensure_topics, producer_config
+from kubetide.kafka import consumer_config, ensure_topics, gapless_getmany, producer_config
 from kubetide.procs import ManagedProcess
 from kubetide.topics import TopicSpec
 from tests.broker_fixtures import BrokerHandle, broker  # noqa: F401
@@ -154,7 +154,7 @@ async def _read_all(bootstrap: str, topic: str, settle_s: float = 3.0, within: f
         last_new = time.monotonic()
         deadline = time.monotonic() + within
         while time.monotonic() < deadline and time.monotonic() - last_new < settle_s:
-            got = await c.getmany(timeout_ms=200)
+            got = await gapless_getmany(c, timeout_ms=200)
             for recs in got.values():
                 seqs.extend(int(r.value) for r in recs)
                 last_new = time.monotonic()

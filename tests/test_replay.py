@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kubetide import models as m
 from kubetide import topics
 from kubetide.codec import encode
-from kubetide.kafka import producer_config
+from kubetide.kafka import gapless_getmany, producer_config
 from kubetide.replay import (
     RecordingError,
     RecordingWriter,
@@ -228,7 +228,7 @@ async def _read_all(bootstrap: str, topic: str, expect: int, within: float = 15.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
         while n < expect and loop.time() < deadline:
-            for tp, recs in (await c.getmany(timeout_ms=200)).items():
+            for tp, recs in (await gapless_getmany(c, timeout_ms=200)).items():
                 for r in recs:
                     out.setdefault(tp.partition, []).append(
                         (r.key, r.value, r.timestamp, tuple((k, bytes(v)) for k, v in (r.headers or ()))))

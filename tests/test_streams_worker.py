@@ -25,6 +25,7 @@ import pytest
 from kubetide import models as m
 from kubetide import topics
 from kubetide.codec import decode, encode
+from kubetide.kafka import gapless_getmany
 from kubetide.procs import ManagedProcess
 from tests.broker_fixtures import BrokerHandle, broker  # noqa: F401
 from tests.test_core_state import GiB, node_ev, pod_ev
@@ -125,7 +126,7 @@ async def _collect(bootstrap: str, sc: Scenario, timeout: float) -> None:  # noq
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            batch = await cons.getmany(timeout_ms=300)
+            batch = await gapless_getmany(cons, timeout_ms=300)
             for tp, recs in batch.items():
                 for r in recs:
                     got = _mine(sc, tp.topic, r.value)

@@ -26,7 +26,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from kubetide.faustfix import DISABLE_ENV, fetch_high_waters
-from kubetide.kafka import consumer_config, ensure_topics, producer_config
+from kubetide.kafka import consumer_config, ensure_topics, gapless_getmany, producer_config
 from kubetide.procs import ManagedProcess
 from tests.broker_fixtures import BrokerHandle, broker  # noqa: F401
 
@@ -77,7 +77,7 @@ async def _read_changelog(bootstrap: str, topic: str) -> dict[str, int]:
         deadline = time.monotonic() + 20
         while [tp for tp in tps if await c.position(tp) < (ends[tp] or 0)]:
             assert time.monotonic() < deadline, "could not read the changelog to its end"
-            for records in (await c.getmany(timeout_ms=200)).values():
+            for records in (await gapless_getmany(c, timeout_ms=200)).values():
                 for r in records:
                     out[orjson.loads(r.key)] = orjson.loads(r.value)
         return out

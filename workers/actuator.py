@@ -186,6 +186,7 @@ from kubetide import metrics
 from kubetide import models as m
 from kubetide.codec import DecodeError, dead_letter_for, decode, encode
 from kubetide.config import DEFAULT_PROTECTED_NAMESPACES
+from kubetide.kafka import forget_gaps, gapless_getmany
 from kubetide.topics import ACTIONS, DEADLETTER, DECISIONS_AUTOSCALE, DECISIONS_DESCHEDULE, DECISIONS_NODESCALE
 from workers.common import (
     add_common_arguments,
@@ -1078,7 +1079,7 @@ class Actuator:
         deadline = loop.time() + self.settings.restore_timeout_s
         n = 0
         while tps:
-            batches = await consumer.getmany(timeout_ms=200)
+            batches = await gapless_getmany(consumer, timeout_ms=200)
             for records in batches.values():
                 for rec in records:
                     self._note_action(rec.value)
@@ -1101,7 +1102,7 @@ class Actuator:
         """Keep reading ``actions`` (other replicas' outcomes too) into the applied set."""
         while not stop.is_set():
             try:
-                batches = await consumer.getmany(timeout_ms=1000)
+                batches = await gapless_getmany(consumer, timeout_ms=1000)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -1250,6 +1251,8 @@ class Actuator:
                 tracker.forget(revoked)
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
+                if actuator._consumer is not None:
+                    forget_gaps(actuator._consumer, assigned)  # positions restart at the committed offsets
                 metrics.observe_rebalance(actuator.settings.group_id)
                 log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)) or
                          "no partitions")
@@ -1273,7 +1276,7 @@ class Actuator:
             next_commit = loop.time() + self.settings.commit_interval_s
             commit_failures = 0
             while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=self.settings.max_in_flight)
+                batches = await gapless_getmany(consumer, timeout_ms=200, max_records=self.settings.max_in_flight)
                 if consumer.assignment():
                     self.ready.set()
                 for tp, records in batches.items():

@@ -58,7 +58,7 @@ async def record(opts: RecordOptions, stop: asyncio.Event | None = None, *, on_r
     """Record ``opts.topics`` into ``opts.out`` until a stop condition; returns counts and the reason."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from kubetide.kafka import consumer_config, topic_partitions
+    from kubetide.kafka import consumer_config, gapless_getmany, topic_partitions
 
     stop = stop or asyncio.Event()
     parts = await topic_partitions(opts.bootstrap)
@@ -102,7 +102,7 @@ async def record(opts: RecordOptions, stop: asyncio.Event | None = None, *, on_r
                 result.stopped = "idle"
                 break
             writer.maybe_flush()
-            batches = await consumer.getmany(timeout_ms=200)
+            batches = await gapless_getmany(consumer, timeout_ms=200)
             for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition)):
                 for r in batches[tp]:
                     writer.write(make_record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value,
