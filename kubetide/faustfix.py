@@ -162,7 +162,8 @@ def _check_internals() -> tuple[type, type, type]:
                       (drv.AIOKafkaConsumerThread, "_create_worker_consumer"),
                       (drv.Consumer, "_new_consumer_thread"), (drv.Transport, "Consumer"),
                       (Recovery, "_build_highwaters"), (drv.Consumer, "getmany"), (drv.Consumer, "perform_seek"),
-                      (drv.Consumer, "seek"), (drv.Consumer, "_drain_messages")):
+                      (drv.Consumer, "seek"), (drv.Consumer, "_drain_messages"), (drv.Consumer, "_new_offset"),
+                      (drv.Consumer, "_add_gap")):
         if not hasattr(cls, attr):
             problems.append(f"{cls.__module__}.{cls.__qualname__}.{attr} is missing")
     try:
@@ -174,6 +175,10 @@ def _check_internals() -> tuple[type, type, type]:
         if "getmany = self.getmany" not in drain or "_add_gap(" not in drain or "_read_offset" not in drain:
             problems.append("Consumer._drain_messages no longer reads self.getmany / _read_offset / _add_gap "
                             "(the offset-gap guard relies on them)")
+        new_offset = inspect.getsource(drv.Consumer._new_offset)
+        if "_committed_offset" not in new_offset or "consecutive_numbers" not in new_offset:
+            problems.append("Consumer._new_offset no longer checks _committed_offset / consecutive_numbers "
+                            "(the commit-head guard relies on them)")
     except (OSError, TypeError, AttributeError) as exc:
         problems.append(f"cannot read faust's source to verify it: {exc}")
     params = list(inspect.signature(FetchRequest.__init__).parameters)
@@ -294,6 +299,30 @@ async def guarded_getmany(consumer: Any, records: Any) -> Any:
         yield tp, message
 
 
+#: How long the record at a partition's committed offset may stay unacknowledged while later ones are
+#: acknowledged before the guard reads the partition again from the committed offset.
+HEAD_STALL_S = 10.0
+
+
+def head_acknowledged(acked: Iterable[int], gap_begins: Iterable[int], committed: int | None) -> bool:
+    """May faust commit past ``committed`` (the next offset to process, Kafka's meaning)?
+
+    Only when the record at ``committed`` itself was acknowledged, or lies in a recorded gap. faust's
+    ``Consumer._new_offset`` withholds a commit only when the first acknowledged offset is *more* than
+    one past the committed one, so a single record at the head that was read but never acknowledged
+    (in flight, or dropped when a rebalance suspended the flow) is committed over and lost
+    (faust-streaming issue #606, pull request #707, both open). Seen here: single scrapes lost right
+    after back-to-back rebalances in ``kubetide chaos``.
+    """
+    if committed is None:
+        return True
+    lo = min(acked, default=None)
+    gb = min(gap_begins, default=None)
+    if gb is not None and (lo is None or gb < lo):
+        lo = gb
+    return lo is None or lo <= committed
+
+
 _classes: dict[str, type] = {}
 
 
@@ -330,8 +359,42 @@ def _embedded_classes() -> tuple[type, type]:
             """faust's aiokafka Consumer with the offset-gap guard (:func:`guarded_getmany`)."""
 
             async def getmany(self, timeout: float) -> Any:  # noqa: ASYNC109 (faust's signature)
+                await self._reread_stalled_heads()
                 async for tp, message in guarded_getmany(self, super().getmany(timeout)):
                     yield tp, message
+
+            def _new_offset(self, tp: Any) -> int | None:
+                # never commit over an unacknowledged record at the committed offset (head_acknowledged)
+                committed = self._committed_offset.get(tp)
+                acked = self._acked.get(tp)
+                if acked and not head_acknowledged(acked, (iv.begin for iv in self._gap.get(tp) or ()), committed):
+                    stalled = self.__dict__.setdefault("_kt_head_stalled", {})
+                    stalled.setdefault(tp, (committed, time.monotonic()))
+                    return None
+                self.__dict__.get("_kt_head_stalled", {}).pop(tp, None)
+                return super()._new_offset(tp)
+
+            async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+                # faust clips a gap to start after the committed offset (committed + 1), which leaves the record
+                # at the committed offset neither acknowledged nor in a gap: start it at the committed offset
+                committed = self._committed_offset.get(tp)
+                if committed is not None and offset_from <= committed <= offset_to:
+                    self._gap[tp].addi(committed, committed + 1)
+                await super()._add_gap(tp, offset_from, offset_to)
+
+            async def _reread_stalled_heads(self) -> None:
+                stalled: dict[Any, tuple[int | None, float]] = self.__dict__.get("_kt_head_stalled") or {}
+                now = time.monotonic()
+                for tp, (committed, since) in list(stalled.items()):
+                    if self._committed_offset.get(tp) != committed or tp not in self.assignment():
+                        stalled.pop(tp, None)
+                        continue
+                    if committed is not None and now - since >= HEAD_STALL_S:
+                        stalled.pop(tp, None)
+                        log.warning("%s: offset %d was read but never acknowledged for %.0f s while later ones were: "
+                                    "reading the partition again from it", tp, committed, now - since)
+                        await self.seek(tp, committed)
+                        self._read_offset[tp] = committed - 1
 
             async def perform_seek(self) -> None:
                 # faust keeps, per partition, the last offset read, but sets it to the committed offset (the

@@ -27,7 +27,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from kubetide.faustfix import GAP_FIX_DISABLE_ENV, guarded_getmany
+from kubetide.faustfix import GAP_FIX_DISABLE_ENV, guarded_getmany, head_acknowledged
 from kubetide.kafka import consumer_config, ensure_topics, gapless_getmany, producer_config
 from kubetide.procs import ManagedProcess
 from kubetide.topics import TopicSpec
@@ -119,18 +119,33 @@ async def test_guard_seeks_back_over_a_gap_and_lets_other_partitions_through(mon
     assert c.seeks == [("a", 2)]
 
 
-async def test_guard_lets_a_gap_through_the_second_time_and_when_disabled(monkeypatch: pytest.MonkeyPatch,
-                                                                          caplog: pytest.LogCaptureFixture) -> None:
+async def test_guard_seeks_back_until_the_records_come_and_lets_a_lasting_hole_through(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.delenv(GAP_FIX_DISABLE_ENV, raising=False)
+    monkeypatch.setattr("kubetide.kafka.GAP_SETTLE_S", 0.2)
     c = _FakeConsumer()
     await _run(c, [("a", 0), ("a", 5)])
     c._read_offset["a"] = 0
+    assert await _run(c, [("a", 5)]) == []  # seen again within the settle time: sought back again
+    assert len(c.seeks) == 2
+    await asyncio.sleep(0.25)
+    c._read_offset["a"] = 0
     with caplog.at_level(logging.ERROR, logger="kubetide.faustfix"):
         assert await _run(c, [("a", 5)]) == [("a", 5)]  # the records really are not there (e.g. deleted)
-    assert len(c.seeks) == 1 and "offset gap" in caplog.text
+    assert len(c.seeks) == 2 and "offset gap" in caplog.text
     monkeypatch.setenv(GAP_FIX_DISABLE_ENV, "1")
     d = _FakeConsumer()
     assert await _run(d, [("a", 0), ("a", 3)]) == [("a", 0), ("a", 3)] and not d.seeks
+
+
+def test_commit_head_must_be_acknowledged() -> None:
+    """faust-streaming #606: faust commits over a single unacknowledged record at the committed offset."""
+    assert head_acknowledged([2586, 2587, 2588], [], 2585) is False  # 2585 read, never acknowledged: hold
+    assert head_acknowledged([2585, 2586], [], 2585) is True
+    assert head_acknowledged([2587, 2588], [2585], 2585) is True  # a recorded gap covers the head
+    assert head_acknowledged([2587], [2586], 2585) is False
+    assert head_acknowledged([5, 6], [], None) is True  # nothing committed yet: faust's own rules
+    assert head_acknowledged([], [], 7) is True
 
 
 # -- real broker, real worker processes, kill -9 -------------------------------------------------
