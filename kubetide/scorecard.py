@@ -164,7 +164,8 @@ def interference_scores(episodes: Sequence[Episode], findings: Sequence[Finding]
       ± ``slack_s``) / findings; None without findings;
     - recall: episodes matched by at least one finding / episodes; None without episodes;
     - top-1: of the matched episodes, the share whose **first** matching finding (earliest) ranks
-      a true antagonist first; None when no episode was matched.
+      a true antagonist first — one of the antagonists of the episodes that finding matches (two
+      antagonists active together on a node both harm its victims); None when no episode was matched.
     """
     precision = None
     if findings:
@@ -177,7 +178,9 @@ def interference_scores(episodes: Sequence[Episode], findings: Sequence[Finding]
             fs = sorted((f for f in findings if _matches(f, e, slack_s)), key=lambda f: f.ts)
             if fs:
                 matched += 1
-                if fs[0].antagonists and fs[0].antagonists[0] in e.antagonists:
+                first = fs[0]
+                true = {a for x in episodes if _matches(first, x, slack_s) for a in x.antagonists}
+                if first.antagonists and first.antagonists[0] in true:
                     right += 1
         recall = matched / len(episodes)
         top1 = right / matched if matched else None

@@ -200,6 +200,23 @@ def test_latency_metric_where_present() -> None:
     assert [a.state for a in lat] == ["open", "cleared"] and lat[0].victim.name == truth[0].victim
 
 
+def test_latency_explained_by_the_pods_own_load_is_not_interference() -> None:
+    """A pod whose latency rises with its own CPU bursts (queueing; an antagonist's own latency while it
+    is active) is not a victim; the real victim still is. With the check off, the busy pod is flagged."""
+    msgs, truth = synth_node(6, hours=2.0, episodes=1, latency=True)
+    busy = msgs[0].pods.name.index("noisy-0")
+    for i, msg in enumerate(msgs):
+        lat = list(msg.pods.latency_ms or [])
+        lat[busy] = 20.0 * (1.0 + 2.0 * msg.pods.cpu_cores[busy])
+        msgs[i] = msg.model_copy(update={"pods": msg.pods.model_copy(update={"latency_ms": lat})})
+
+    def flagged(settings: InterferenceSettings) -> set[str]:
+        return {a.victim.name for a in run(msgs, settings) if a.metric == "latency_ms" and a.state == "open"}
+
+    assert flagged(InterferenceSettings()) == {truth[0].victim}
+    assert "noisy-0" in flagged(InterferenceSettings(self_load_min_score=None))
+
+
 def test_state_is_bounded_and_pods_come_and_go() -> None:
     s = InterferenceSettings(window=20)
     st = NodeState(s)

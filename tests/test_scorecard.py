@@ -94,6 +94,16 @@ def test_interference_precision_recall_top1() -> None:
     assert (p2, r2) == (1.0, pytest.approx(1 / 3))
 
 
+def test_top1_accepts_any_antagonist_active_on_the_node_at_the_time() -> None:
+    # two antagonists on n1; the second one's episode with the victim starts 30 s after the first one's
+    eps = [sc.Episode("n1", "web", ("noisy-a",), 100.0, 400.0),
+           sc.Episode("n1", "web", ("noisy-b",), 130.0, 400.0),
+           sc.Episode("n2", "api", ("noisy-c",), 100.0, 400.0)]
+    finds = [sc.Finding(120.0, "n1", "web", ("noisy-a",)),  # first finding of both n1 episodes: right for both
+             sc.Finding(150.0, "n2", "api", ("noisy-a",))]  # names an antagonist of another node: wrong
+    assert sc.interference_scores(eps, finds, slack_s=60.0)[2] == pytest.approx(2 / 3)
+
+
 def test_p99_and_ratio() -> None:
     assert sc.p99([]) is None
     assert sc.p99([10.0] * 5) == 10.0

@@ -21,7 +21,12 @@ Per pod and metric (``cpi``, and ``latency_ms`` where the scrape has it; a value
    more than ``z`` standard deviations *and* ``min_rel`` (relative) above the normal mean (σ floored at
    ``rel_sigma_floor`` × mean).
 3. **Episode (CPI²)**: a pod's episode *opens* when at least ``min_outliers`` of its last
-   ``flag_window`` samples are outliers (one spike is not an alarm), and *clears* after
+   ``flag_window`` samples are outliers (one spike is not an alarm) — for latency, only when the
+   pod's own load does not explain it: latency rises with a pod's own CPU (queueing), and an
+   antagonist's own latency rises while it is active, so a latency episode is not opened when the
+   pod's own CPU correlates with its latency over the window at least ``self_load_min_score`` and at
+   least as well as any neighbour's (CPI, a per-instruction measure, is judged as is) — and
+   *clears* after
    ``clear_after`` consecutive samples below ``clear_z`` σ (hysteresis: a marginal episode does not
    flap). Each transition is reported once: an ``open`` anomaly, then a ``cleared`` one (same
    episode, same antagonists). A victim that leaves the node while open is cleared with
@@ -56,6 +61,7 @@ import numpy as np
 from kubetide.models import Anomaly, ClusterMetrics, PodRef, Suspect, decision_id
 
 METRICS = ("cpi", "latency_ms")
+_LATENCY = METRICS.index("latency_ms")
 _POD_ARRAYS = ("cpu", "val", "out", "calm", "open", "bmean", "bstd", "pmed", "psd", "pblocks")  # pod axis last
 _NAN_FILLED = ("cpu", "val", "bmean", "bstd", "pmed", "psd")
 
@@ -80,6 +86,7 @@ class InterferenceSettings:
     min_score: float = 0.3
     max_pods: int = 1024
     learn_every: int = 12
+    self_load_min_score: float | None = 0.5  # None: latency outliers are not checked against the pod's own load
 
     def validate(self) -> None:
         if not 4 <= self.window <= 10_000:
@@ -118,6 +125,8 @@ class InterferenceSettings:
             raise ValueError("max_pods: must be >= 1")
         if not 1 <= self.learn_every <= self.window:
             raise ValueError("learn_every: must be in [1, window]")
+        if self.self_load_min_score is not None and not -1 <= self.self_load_min_score <= 1:
+            raise ValueError("self_load_min_score: must be in [-1, 1] (or null to switch the check off)")
 
 
 @dataclass
@@ -387,7 +396,7 @@ def update(state: NodeState, msg: ClusterMetrics) -> list[Anomaly]:
         if mis.size:
             flags = state.out[mis, :, cs][:, state.window_rows(s.flag_window)].sum(axis=1)
             for mi, col, k in zip(mis.tolist(), cs.tolist(), flags.tolist(), strict=True):
-                if k >= s.min_outliers:
+                if k >= s.min_outliers and not (mi == _LATENCY and self_explained(state, mi, col)):
                     result.append(_opened(state, mi, col, msg.ts))
                     state.open[mi, col] = True
                     state.calm[mi, col] = state.scrapes
@@ -406,14 +415,14 @@ def _victim(state: NodeState, col: int) -> PodRef:
                   app=state.apps[col] or None)
 
 
-def suspects(state: NodeState, mi: int, col: int) -> list[Suspect]:
-    """Co-located pods ranked by the correlation of their CPU with the victim's metric over the window."""
-    s = state.settings
+def cpu_correlations(state: NodeState, mi: int, col: int) -> np.ndarray | None:
+    """Pearson correlation of every co-located pod's CPU (the victim's own included) with the victim's
+    metric over the window; None with fewer than 4 measured samples."""
     rows = state.window_rows()
     y = state.val[mi, rows, col]
     ok = ~np.isnan(y)
     if ok.sum() < 4:
-        return []
+        return None
     y = y[ok]
     c = state.cpu[rows][ok]  # (t, pods)
     miss = np.isnan(c)
@@ -424,11 +433,33 @@ def suspects(state: NodeState, mi: int, col: int) -> list[Suspect]:
     cc = c - c.mean(axis=0)
     den = np.sqrt((cc * cc).sum(axis=0) * (yc @ yc))
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(den > 0, (cc.T @ yc) / np.where(den > 0, den, 1.0), 0.0)
+        return np.where(den > 0, (cc.T @ yc) / np.where(den > 0, den, 1.0), 0.0)
+
+
+def suspects(state: NodeState, mi: int, col: int) -> list[Suspect]:
+    """Co-located pods ranked by the correlation of their CPU with the victim's metric over the window."""
+    s = state.settings
+    r = cpu_correlations(state, mi, col)
+    if r is None:
+        return []
+    r = r.copy()
     r[col] = -np.inf
     order = np.argsort(-r, kind="stable")[: s.top]
     return [Suspect(namespace=state.namespaces[j], name=state.names[j], app=state.apps[j] or None,
                     score=round(float(r[j]), 4)) for j in order if np.isfinite(r[j]) and r[j] >= s.min_score]
+
+
+def self_explained(state: NodeState, mi: int, col: int) -> bool:
+    """True when the pod's own CPU explains its metric at least as well as any neighbour's, with a
+    correlation of at least ``self_load_min_score`` (a pod slowed by its own load, not interference)."""
+    thr = state.settings.self_load_min_score
+    if thr is None:
+        return False
+    r = cpu_correlations(state, mi, col)
+    if r is None or not np.isfinite(r[col]) or r[col] < thr:
+        return False
+    others = np.delete(r, col)
+    return bool(others.size == 0 or r[col] >= np.nanmax(others))
 
 
 def _evidence(state: NodeState, mi: int, col: int) -> dict[str, Any]:
