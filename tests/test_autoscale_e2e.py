@@ -60,8 +60,16 @@ async def test_autoscale_decision_scales_the_deployment(kafka: str, tmp_path: Pa
                 assert applied, "no autoscale decision was applied within 120 s:\n" + "\n".join(
                     p.tail(15) for p in group.procs)
                 action = applied[0]
-                decision = next(d for d in decisions.matching(lambda d: isinstance(d, m.AutoscaleDecision))
-                                if d.id == action.decision_id)
+                # the two readers run independently: the decision may reach this reader after its action
+                found: list = []
+                deadline = time.monotonic() + 15
+                while not found and time.monotonic() < deadline:
+                    found = decisions.matching(
+                        lambda d: isinstance(d, m.AutoscaleDecision) and d.id == action.decision_id)
+                    if not found:
+                        await asyncio.sleep(0.1)
+                assert found, f"decision {action.decision_id} applied but not seen on {DECISIONS_AUTOSCALE}"
+                decision = found[0]
                 # The decision names its trigger and numbers, in event time.
                 assert decision.workload == m.WorkloadRef(namespace="shop", kind="Deployment", name=APP)
                 assert decision.trigger == "reactive" and decision.strategy == "Autoscale"

@@ -366,8 +366,20 @@ class ClusterState:
 
     # ------------------------------------------------------------ queries
     def zone_of(self, node: str, topology_key: str = ZONE_LABEL) -> str | None:
+        """The node's value of ``topology_key`` (its zone by default). A node not (yet) known from
+        ``cluster.events`` — events and metrics travel on different partitions — takes the zone its
+        latest scrape reported."""
         snap = self.nodes.get(node)
         if snap is None:
+            if topology_key != ZONE_LABEL:
+                return None
+            samples = self.node_samples.get(node)
+            if not samples:
+                return None
+            for ts in sorted(samples, reverse=True):
+                smp = samples[ts]
+                if smp is not None and smp.summary is not None and smp.summary.zone:
+                    return smp.summary.zone
             return None
         if topology_key == ZONE_LABEL and snap.zone:
             return snap.zone
