@@ -15,25 +15,15 @@ from kubetide.codec import encode
 from kubetide.topics import ACTIONS, DEADLETTER, DECISIONS_DESCHEDULE
 from tests.test_actuator_support import TopicReader, running, spawn
 from workers.actuator import Actuator, ActuatorSettings, OffsetTracker, TokenBucket, add_arguments, settings_from
-from workers.kube import new_api_client
 
 pytestmark = pytest.mark.timeout(60)
-pytest_plugins = ("tests.test_actuator_support",)  # fixtures: kafka, producer
+pytest_plugins = ("tests.test_actuator_support", "tests.kubesim_fixtures")  # kafka, producer, api
 
 
 @pytest.fixture
 async def sim():
     async with KubeSim("demo", speed=0, retry_after_s=1) as s:  # short Retry-After: PDB retries within the test
         yield s
-
-
-@pytest.fixture
-async def api(sim):
-    a = await new_api_client(str(sim.kubeconfig_path))
-    try:
-        yield a
-    finally:
-        await a.close()
 
 
 def pod_on(sim, app: str, node: str | None = None):

@@ -18,22 +18,13 @@ from workers.kube import new_api_client
 from workers.snapshots import go_duration, pod_workload
 
 pytestmark = pytest.mark.timeout(60)
-pytest_plugins = ("tests.test_actuator_support",)  # fixtures: kafka, producer
+pytest_plugins = ("tests.test_actuator_support", "tests.kubesim_fixtures")  # kafka, producer, api
 
 
 @pytest.fixture
 async def sim():
     async with KubeSim("demo", speed=0) as s:
         yield s
-
-
-@pytest.fixture
-async def api(sim):
-    a = await new_api_client(str(sim.kubeconfig_path))
-    try:
-        yield a
-    finally:
-        await a.close()
 
 
 def _events(kind: str, name: str | None = None, etype: str | None = None):

@@ -53,9 +53,10 @@ from tests.samples import T0, samples
 from tests.test_actuator_support import TopicReader
 from workers.actuator import Actuator, ActuatorSettings
 from workers.collector import Collector, CollectorSettings
-from workers.kube import ApiStatusError, new_api_client
+from workers.kube import ApiStatusError
 
-pytest_plugins = ("tests.test_actuator_support",)  # fixtures: kafka (private embedded broker), producer
+# fixtures: kafka (private embedded broker), producer; api (a workers client for `sim`)
+pytest_plugins = ("tests.test_actuator_support", "tests.kubesim_fixtures")
 
 REASONS = {"decode", "schema", "version", "too-large", "processing"}
 SAMPLES: dict[str, m.Message] = samples()
@@ -389,15 +390,6 @@ def decision_input(draw: st.DrawFn, pods: list[Any], now: float) -> tuple[str, b
 async def sim():
     async with KubeSim("demo", speed=0, retry_after_s=1) as s:
         yield s
-
-
-@pytest.fixture
-async def api(sim):
-    a = await new_api_client(str(sim.kubeconfig_path))
-    try:
-        yield a
-    finally:
-        await a.close()
 
 
 @pytest.mark.timeout(240)
