@@ -169,6 +169,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import time
 from collections import Counter
@@ -446,7 +447,7 @@ class EvictHandler(Handler):
                 if refusal is not None:
                     retry = min(max(refusal.retry_after_s, 0.1), self.settings.max_retry_after_s)
                     return Result("skipped", "rate-limit", f"rate limit of {refusal.key} reached; pod {ns}/{name} "
-                                  "not evicted now", retry_after_s=round(retry, 2), ts=now)
+                                  "not evicted now", retry_after_s=math.ceil(retry * 100) / 100, ts=now)
                 have_keyed = True
             if have_token:
                 break
@@ -806,7 +807,7 @@ class NodescaleHandler(Handler):
             if refusal is not None:
                 retry = min(max(refusal.retry_after_s, 0.1), self.settings.max_retry_after_s)
                 return Result("skipped", "rate-limit", f"cordoned {d.node}; evicted {evicted}; rate limit of "
-                              f"{refusal.key} reached", retry_after_s=round(retry, 2), ts=now)
+                              f"{refusal.key} reached", retry_after_s=math.ceil(retry * 100) / 100, ts=now)
             await self.act.bucket.acquire()
             body = client.V1Eviction(api_version="policy/v1", kind="Eviction",
                                      metadata=client.V1ObjectMeta(name=name, namespace=ns))
