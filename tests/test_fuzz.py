@@ -45,7 +45,16 @@ from kubetide import topics as T
 from kubetide.codec import DEFAULT_MAX_BYTES, DecodeError, dead_letter_for, decode, encode
 from streams.core.interference import Advisor, InterferenceSettings, NodeState
 from streams.core.interference import update as interference_update
-from streams.core.messages import AppSamples, PlannerInput, app_requests, forward_anomaly, forward_event, split_metrics
+from streams.core.messages import (
+    AppSamples,
+    AppSamplesBatch,
+    PlannerInput,
+    app_requests,
+    batch_samples,
+    forward_anomaly,
+    forward_event,
+    split_metrics,
+)
 from streams.core.planner import Planner, decision_topic
 from streams.core.profile import AppProfileState, profile_message, should_emit, state_key
 from streams.core.settings import StreamsSettings
@@ -249,7 +258,15 @@ class StreamsHarness:
         return out
 
     def _profiler(self, raw: bytes) -> list[tuple[str, bytes]]:
-        msg = decode(T.APP_SAMPLES, raw)
+        got = decode(T.APP_SAMPLES, raw)
+        # v2: a batch of slices (any number, as the agent reads them); v1: one app's requests
+        batch = batch_samples(orjson.loads(raw)) if isinstance(got, AppSamplesBatch) else [got]
+        out: list[tuple[str, bytes]] = []
+        for msg in batch:
+            out += self._profile_one(msg)
+        return out
+
+    def _profile_one(self, msg: Any) -> list[tuple[str, bytes]]:
         assert isinstance(msg, AppSamples)
         key = state_key(msg.namespace, msg.app).encode()
         st_ = self.states.get(key)
