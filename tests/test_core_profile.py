@@ -274,3 +274,16 @@ def test_node_batcher_equals_per_scrape_updates() -> None:
             assert batched[key].percentiles(wi)[0] == st.percentiles(wi)[0]
         np.testing.assert_allclose(batched[key].history(), st.history())
         assert batched[key].last_ts == st.last_ts
+
+
+def test_dominant_period_is_the_one_explaining_most_variance() -> None:
+    """A 5x daily tide with 3-minute spikes every hour: both periods are real, the tide dominates."""
+    from streams.core.profile import periodicity
+
+    slot = 300.0
+    t = np.arange(int(5 * 86400 / slot)) * slot
+    tide = 1.0 + 4.0 * np.exp(-(((t / 3600.0) % 24 - 14) ** 2) / 8.0)
+    spikes = np.where((t % 3600) < slot, 2.5, 0.0)
+    x = tide + spikes + np.random.default_rng(3).normal(0, 0.05, t.size)
+    period, strength, _ = periodicity(x, slot, np.full(24, np.nan))
+    assert period == 86400.0 and strength is not None

@@ -483,8 +483,28 @@ def periodicity(series: np.ndarray, interval_s: float, hourly: np.ndarray, min_s
     periods = detect_periods(series, interval_s, min_confidence=min_strength, min_cycles=min_cycles)
     if not periods:
         return None, None, []
-    top = periods[0]
+    # the dominant period is the one whose mean cycle explains most of the series' variance: a 3-10x daily
+    # tide, not the hourly spikes riding on it (detect_periods ranks by each period's own fit)
+    top = max(periods, key=lambda p: (round(_explained_share(series, round(p.period_s / interval_s)), 3),
+                                      p.confidence))
     return float(top.period_s), float(top.confidence), peak_hours(hourly)
+
+
+def _explained_share(series: np.ndarray, lag: int) -> float:
+    """Share of the series' variance explained by its mean cycle of ``lag`` samples (NaN = missing)."""
+    x = np.asarray(series, dtype=float)
+    ok = ~np.isnan(x)
+    if lag < 2 or ok.sum() < 2 * lag:
+        return 0.0
+    xv = x[ok]
+    var = float(xv.var())
+    if var <= 0:
+        return 0.0
+    phase = np.flatnonzero(ok) % lag
+    sums = np.bincount(phase, weights=xv, minlength=lag)
+    counts = np.bincount(phase, minlength=lag)
+    means = np.divide(sums, counts, out=np.zeros(lag), where=counts > 0)
+    return float(means[phase].var() / var)
 
 
 def peak_hours(hourly: np.ndarray, share: float = 0.2, min_range: float = 0.1) -> list[int]:
