@@ -22,7 +22,7 @@ from workers.ledger import DisruptionLedger, selector_matches, skew_after_evicti
 from workers.ratelimit import Bucket, KeyedLimiter, Limit
 
 pytestmark = pytest.mark.timeout(60)
-pytest_plugins = ("tests.test_actuator_support",)  # fixtures: kafka, producer
+pytest_plugins = ("tests.test_actuator_support", "tests.kubesim_fixtures")  # kafka, producer, api
 
 # No keyed limits, no ledger budgets, no zone guard: each test turns on what it tests.
 OFF = dict(node_evictions_per_minute=0, namespace_evictions_per_minute=0, workload_evictions_per_minute=0,
@@ -33,15 +33,6 @@ OFF = dict(node_evictions_per_minute=0, namespace_evictions_per_minute=0, worklo
 async def sim():
     async with KubeSim("demo", speed=0, retry_after_s=1) as s:
         yield s
-
-
-@pytest.fixture
-async def api(sim):
-    a = await new_api_client(str(sim.kubeconfig_path))
-    try:
-        yield a
-    finally:
-        await a.close()
 
 
 def settings(**over) -> ActuatorSettings:
