@@ -63,18 +63,22 @@ def _validation_summary(exc: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
-def decode(expected: str, raw: bytes | bytearray | memoryview | None,
-           *, max_bytes: int = DEFAULT_MAX_BYTES) -> Message:
-    """Decode and validate one message that should carry schema ``expected``."""
+def _load(raw: bytes | bytearray | memoryview | None, max_bytes: int) -> Any:
+    """The JSON value of a payload, after the checks every decode shares (present, within the size limit)."""
     if raw is None:
         raise DecodeError("decode", "empty message (no value)")
     if len(raw) > max_bytes:
         raise DecodeError("too-large", f"payload is {len(raw)} bytes, limit {max_bytes}")
     try:
-        obj = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise DecodeError("decode", f"not JSON: {exc}") from None
-    return decode_obj(expected, obj)
+
+
+def decode(expected: str, raw: bytes | bytearray | memoryview | None,
+           *, max_bytes: int = DEFAULT_MAX_BYTES) -> Message:
+    """Decode and validate one message that should carry schema ``expected``."""
+    return decode_obj(expected, _load(raw, max_bytes))
 
 
 def decode_obj(expected: str, obj: Any) -> Message:
@@ -111,14 +115,7 @@ def decode_trusted(expected: str, raw: bytes | bytearray | memoryview | None,
     a malformed field then fails in the caller (a ``processing`` dead letter). External topics
     always go through :func:`decode`.
     """
-    if raw is None:
-        raise DecodeError("decode", "empty message (no value)")
-    if len(raw) > max_bytes:
-        raise DecodeError("too-large", f"payload is {len(raw)} bytes, limit {max_bytes}")
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise DecodeError("decode", f"not JSON: {exc}") from None
+    obj = _load(raw, max_bytes)
     if not isinstance(obj, dict):
         raise DecodeError("schema", f"expected a JSON object, got {type(obj).__name__}")
     ref = obj.get("schema")
