@@ -396,8 +396,11 @@ def update(state: NodeState, msg: ClusterMetrics) -> list[Anomaly]:
         if mis.size:
             flags = state.out[mis, :, cs][:, state.window_rows(s.flag_window)].sum(axis=1)
             for mi, col, k in zip(mis.tolist(), cs.tolist(), flags.tolist(), strict=True):
-                if k >= s.min_outliers and not (mi == _LATENCY and self_explained(state, mi, col)):
-                    result.append(_opened(state, mi, col, msg.ts))
+                if k < s.min_outliers:
+                    continue
+                r = cpu_correlations(state, mi, col)  # once per opening: judges self-load and ranks suspects
+                if not (mi == _LATENCY and self_explained(state.settings, r, col)):
+                    result.append(_opened(state, mi, col, msg.ts, r))
                     state.open[mi, col] = True
                     state.calm[mi, col] = state.scrapes
                     state.n_open += 1
@@ -436,10 +439,10 @@ def cpu_correlations(state: NodeState, mi: int, col: int) -> np.ndarray | None:
         return np.where(den > 0, (cc.T @ yc) / np.where(den > 0, den, 1.0), 0.0)
 
 
-def suspects(state: NodeState, mi: int, col: int) -> list[Suspect]:
-    """Co-located pods ranked by the correlation of their CPU with the victim's metric over the window."""
+def suspects(state: NodeState, col: int, r: np.ndarray | None) -> list[Suspect]:
+    """Co-located pods ranked by ``r``, the correlation of their CPU with the victim's metric over the
+    window (:func:`cpu_correlations`)."""
     s = state.settings
-    r = cpu_correlations(state, mi, col)
     if r is None:
         return []
     r = r.copy()
@@ -449,13 +452,13 @@ def suspects(state: NodeState, mi: int, col: int) -> list[Suspect]:
                     score=round(float(r[j]), 4)) for j in order if np.isfinite(r[j]) and r[j] >= s.min_score]
 
 
-def self_explained(state: NodeState, mi: int, col: int) -> bool:
-    """True when the pod's own CPU explains its metric at least as well as any neighbour's, with a
-    correlation of at least ``self_load_min_score`` (a pod slowed by its own load, not interference)."""
-    thr = state.settings.self_load_min_score
+def self_explained(settings: InterferenceSettings, r: np.ndarray | None, col: int) -> bool:
+    """True when the pod's own CPU explains its metric at least as well as any neighbour's (``r`` from
+    :func:`cpu_correlations`), with a correlation of at least ``self_load_min_score`` (a pod slowed by its
+    own load, not interference)."""
+    thr = settings.self_load_min_score
     if thr is None:
         return False
-    r = cpu_correlations(state, mi, col)
     if r is None or not np.isfinite(r[col]) or r[col] < thr:
         return False
     others = np.delete(r, col)
@@ -478,7 +481,7 @@ def episode_id(node: str, victim: PodRef, metric: str, opened_at: float) -> str:
     return decision_id("anomaly", node, victim.namespace, victim.name, metric, opened_at)
 
 
-def _opened(state: NodeState, mi: int, col: int, ts: float) -> Anomaly:
+def _opened(state: NodeState, mi: int, col: int, ts: float, r: np.ndarray | None) -> Anomaly:
     rows = state.window_rows()
     fr = state.window_rows(state.settings.flag_window)
     flagged = fr[state.out[mi, fr, col]]
@@ -486,7 +489,7 @@ def _opened(state: NodeState, mi: int, col: int, ts: float) -> Anomaly:
     ev = _evidence(state, mi, col)
     mu = ev["normal_mean"] or 0.0
     severity = round((ev["recent_mean"] / mu - 1.0) if mu > 0 and ev["recent_mean"] is not None else 0.0, 4)
-    sus = suspects(state, mi, col)
+    sus = suspects(state, col, r)
     state.episodes[_key(state, mi, col)] = Episode(opened_at=ts, first_outlier_at=first, antagonists=sus,
                                                     severity=severity)
     metric = METRICS[mi]
