@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import orjson
 import pytest
 
 from kubetide import models as m
@@ -163,6 +166,56 @@ def test_non_periodic_app_has_no_period() -> None:
             p = profile_message(_daily(days, periodic=False, seed=seed))
             assert p.period_s is None and p.period_strength is None and p.peak_hours == [], (seed, days)
     assert peak_hours(np.ones(24)) == [] and peak_hours(np.full(24, np.nan)) == []
+
+
+def test_autoscaled_tide_is_found_in_the_app_total() -> None:
+    """An HPA holds per-pod CPU near its target while replicas follow a 5x daily tide: the period is
+    in the app's total CPU (what the history keeps), not in the per-pod mean, which stays flat."""
+    rng = np.random.default_rng(3)
+    st = AppProfileState(ProfileSettings(), namespace="shop", app="hpa")
+    per_pod_means = []
+    for i in range(4 * 24 * 30):  # 4 days, one scrape round every 2 min
+        ts = T0 + 120.0 * i
+        demand = 6.0 + 4.0 * math.sin(2 * math.pi * ts / 86400.0)  # cores: 2 at night, 10 at peak
+        n = max(1, round(demand / 0.5))  # replicas sized for 0.5 cores each
+        cpu = np.clip(demand / n + rng.normal(0, 0.05, n), 0, None)
+        names = [f"hpa-{k}" for k in range(n)]
+        for node, part in enumerate((slice(0, n // 2), slice(n // 2, n))):  # two nodes, scraped 7 s apart
+            if names[part]:
+                st.update(AppSamples(ts=ts + 7.0 * node, namespace="shop", app="hpa", pod=names[part],
+                                     cpu_cores=cpu[part].tolist(), mem_bytes=[1e9] * len(names[part])))
+        per_pod_means.append(cpu.mean())
+    assert np.std(per_pod_means) < 0.05  # the per-pod mean carries no tide
+    h = st.history()
+    assert h.max() / h.min() > 3  # the total does: 2 -> 10 cores
+    np.testing.assert_allclose(np.nanmax(h), 10.0, rtol=0.1)
+    p = profile_message(st)
+    assert p.period_s == 86400.0, p.period_s
+
+
+def test_history_counts_rounds_not_messages_or_pods() -> None:
+    """Two pods, each scraped once per 10 s on its own node: 30 rounds per 5-minute slot."""
+    st = AppProfileState(ProfileSettings(), namespace="shop", app="web")
+    for k in range(60):
+        for node, pod in enumerate(("web-a", "web-b")):
+            st.update(AppSamples(ts=T0 + 10.0 * k + node, namespace="shop", app="web", pod=[pod],
+                                 cpu_cores=[1.5], mem_bytes=[1e9]))
+    np.testing.assert_allclose(st.history(), [3.0, 3.0])
+    again = AppProfileState.from_bytes(st.to_bytes(), st.settings)  # mid-slot restart keeps the pod counts
+    assert again.slot_pods == st.slot_pods and again.to_bytes() == st.to_bytes()
+
+
+def test_version_3_state_keeps_sketches_and_restarts_history() -> None:
+    rng = np.random.default_rng(1)
+    st = AppProfileState(ProfileSettings())
+    feed(st, rng.lognormal(0, 1, 5_000), rng.lognormal(20, 0.3, 5_000))
+    d = orjson.loads(st.to_bytes())
+    d["v"] = 3
+    for k in ("hist_rounds", "slot_pods"):
+        del d[k]
+    old = AppProfileState.from_bytes(orjson.dumps(d), st.settings)
+    assert old.percentiles(0) == st.percentiles(0) and old.n_total() == st.n_total()
+    assert old.hist_last is None and old.history().size == 0
 
 
 def test_history_is_bounded_ring() -> None:

@@ -24,7 +24,10 @@ merging adds the sketches' errors, so the bound above holds with ``H`` counted o
 History and periodicity
 -----------------------
 A ring of ``history_slots`` slots of ``history_slot_s`` (default 2016 × 5 min = 7 days) holds the
-sum and count of the app's per-pod CPU samples (the slot value is the **mean per-pod CPU**). Every
+sum of the app's per-pod CPU samples, their count, and the slot's number of scrape rounds (the most
+samples any one pod of the app had in the slot; pods scraped at different instants on different nodes
+still count one round per scrape). The slot value is the **app's total CPU** (sum / rounds): the
+demand the app serves, which keeps its daily tide when an autoscaler holds the per-pod CPU flat. Every
 ``period_every_s`` of event time the dominant period is re-detected from it with
 :func:`streams.core.forecast.detect_periods` (the one detector of the project): ``period_s`` and
 ``period_strength`` (its confidence), ``None`` when the app is not periodic; a period needs
@@ -44,6 +47,7 @@ keyed by ``namespace/app`` (:func:`state_key`), so their profiles are computed s
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,7 +59,7 @@ from streams.core.messages import AppSamples
 from streams.core.sketch import QuantileSketch
 
 QUANTILES = (0.50, 0.90, 0.95, 0.99)
-_STATE_VERSION = 3
+_STATE_VERSION = 4  # 4: history keeps scrape rounds (app total CPU)
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,9 @@ class AppProfileState:
     stage_bids: tuple[int, ...] = ()
     hist_sum: np.ndarray = field(default_factory=lambda: np.zeros(0))
     hist_cnt: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    hist_rounds: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     hist_last: int | None = None
+    slot_pods: dict[str, int] = field(default_factory=dict)  # samples per pod in the latest history slot
     period_at: int | None = None
     period_s: float | None = None
     period_strength: float | None = None
@@ -152,6 +158,8 @@ class AppProfileState:
         if self.hist_sum.size != s.history_slots:
             self.hist_sum = np.zeros(s.history_slots)
             self.hist_cnt = np.zeros(s.history_slots, dtype=np.int64)
+        if self.hist_rounds.size != s.history_slots:
+            self.hist_rounds = np.zeros(s.history_slots, dtype=np.int64)
         self._bs = tuple(w / s.buckets_per_window for w in s.windows_s)
         # cascade: when every window's bucket is a whole number of the finest window's buckets, raw
         # samples go to the finest window only; each closed fine bucket is merged into the others
@@ -172,7 +180,7 @@ class AppProfileState:
         if not msg.cpu_cores:
             return
         self.add_samples(msg.ts, np.asarray(msg.cpu_cores, dtype=np.float64),
-                         np.asarray(msg.mem_bytes, dtype=np.float64))
+                         np.asarray(msg.mem_bytes, dtype=np.float64), pods=msg.pod)
         for p in msg.pod:
             self.pods[p] = max(msg.ts, self.pods.get(p, msg.ts))
         horizon = msg.ts - self.settings.pods_window_s
@@ -180,8 +188,13 @@ class AppProfileState:
             last = self.last_ts
             self.pods = {p: t for p, t in self.pods.items() if t > horizon or t == last}
 
-    def add_samples(self, ts: float, cpu: np.ndarray, mem: np.ndarray, cpu_sum: float | None = None) -> None:
-        """Add samples taken at event time ``ts`` (``cpu_sum`` = ``cpu.sum()`` if the caller has it)."""
+    def add_samples(self, ts: float, cpu: np.ndarray, mem: np.ndarray, cpu_sum: float | None = None,
+                    pods: Sequence[str] | None = None, rounds: int = 1) -> None:
+        """Add samples taken at event time ``ts`` (``cpu_sum`` = ``cpu.sum()`` if the caller has it).
+
+        ``pods`` names the pods sampled, each ``rounds`` times (``cpu`` then holds ``rounds × len(pods)``
+        values); it counts the history slot's scrape rounds. Without ``pods`` the call is one round.
+        """
         m = cpu.size
         if m == 0:
             return
@@ -213,6 +226,17 @@ class AppProfileState:
             self.hist_cnt[self._h_i] += cpu.size
         else:
             self._history(ts, total, cpu.size)
+        if self._h_lo <= ts < self._h_hi:  # the latest slot: count its scrape rounds (late samples add none)
+            i, sp = self._h_i, self.slot_pods
+            if pods is None:
+                self.hist_rounds[i] += rounds
+            else:
+                top = int(self.hist_rounds[i])
+                for p in pods:
+                    c = sp[p] = sp.get(p, 0) + rounds
+                    if c > top:
+                        top = c
+                self.hist_rounds[i] = top
 
     def _history(self, ts: float, total: float, count: int) -> None:
         s = self.settings
@@ -221,11 +245,14 @@ class AppProfileState:
             if self.hist_last is None or slot - self.hist_last >= s.history_slots:
                 self.hist_sum[:] = 0.0
                 self.hist_cnt[:] = 0
+                self.hist_rounds[:] = 0
             else:
                 idx = np.arange(self.hist_last + 1, slot + 1) % s.history_slots
                 self.hist_sum[idx] = 0.0
                 self.hist_cnt[idx] = 0
+                self.hist_rounds[idx] = 0
             self.hist_last = slot
+            self.slot_pods = {}
         elif slot <= self.hist_last - s.history_slots:
             return  # older than the history
         i = slot % s.history_slots
@@ -324,28 +351,35 @@ class AppProfileState:
         """Values held in sketches and staging (the memory bound)."""
         return sum(sk.stored() for w in self.buckets for sk in w.values()) + self.stage_fill
 
+    def _slot_totals(self) -> tuple[np.ndarray, np.ndarray]:
+        """(slot numbers, app total CPU per slot) over the ring, oldest first (NaN = no data)."""
+        n = self.settings.history_slots
+        assert self.hist_last is not None
+        slots = np.arange(self.hist_last - n + 1, self.hist_last + 1)
+        idx = slots % n
+        rounds = self.hist_rounds[idx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = np.where((rounds > 0) & (self.hist_cnt[idx] > 0), self.hist_sum[idx] / np.maximum(rounds, 1), np.nan)
+        return slots, x
+
     def history(self) -> np.ndarray:
-        """Mean per-pod CPU per history slot, oldest first, ending at the latest slot (NaN = no data)."""
+        """The app's total CPU (cores) per history slot, oldest first, ending at the latest slot (NaN = no data)."""
         if self.hist_last is None:
             return np.zeros(0)
-        n = self.settings.history_slots
-        idx = np.arange(self.hist_last - n + 1, self.hist_last + 1) % n
-        cnt = self.hist_cnt[idx]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            x = np.where(cnt > 0, self.hist_sum[idx] / np.maximum(cnt, 1), np.nan)
-        first = int(np.argmax(cnt > 0)) if np.any(cnt > 0) else x.size
+        _, x = self._slot_totals()
+        ok = ~np.isnan(x)
+        first = int(np.argmax(ok)) if np.any(ok) else x.size
         return x[first:]
 
     def hourly(self) -> np.ndarray:
-        """Mean per-pod CPU by UTC hour of the day over the history (NaN where no data)."""
+        """The app's mean total CPU by UTC hour of the day over the history (NaN where no data)."""
         if self.hist_last is None:
             return np.full(24, np.nan)
-        s = self.settings
-        slots = np.arange(self.hist_last - s.history_slots + 1, self.hist_last + 1)
-        idx = slots % s.history_slots
-        hours = (np.floor(slots * s.history_slot_s / 3600.0) % 24).astype(np.int64)
-        tot = np.bincount(hours, weights=self.hist_sum[idx], minlength=24)
-        cnt = np.bincount(hours, weights=self.hist_cnt[idx], minlength=24)
+        slots, x = self._slot_totals()
+        ok = ~np.isnan(x)
+        hours = (np.floor(slots[ok] * self.settings.history_slot_s / 3600.0) % 24).astype(np.int64)
+        tot = np.bincount(hours, weights=x[ok], minlength=24)
+        cnt = np.bincount(hours, minlength=24)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
 
@@ -371,13 +405,17 @@ class AppProfileState:
             "last_emit_ts": self.last_emit_ts, "requests": self.requests, "pods": self.pods, "layout": layout,
             "buckets": [[[b, sk.to_bytes().hex()] for b, sk in sorted(w.items())] for w in self.buckets],
             "hist_last": self.hist_last, "hist_sum": self.hist_sum, "hist_cnt": self.hist_cnt,
+            "hist_rounds": self.hist_rounds, "slot_pods": self.slot_pods,
             "period": [self.period_at, self.period_s, self.period_strength, self.peak_hours],
             "merged_upto": self.merged_upto,
         }, option=orjson.OPT_SERIALIZE_NUMPY)
 
     @classmethod
     def from_bytes(cls, raw: bytes, settings: ProfileSettings) -> AppProfileState:
-        """Restore a state; if the stored layout differs from ``settings`` the sketches and history restart."""
+        """Restore a state; if the stored layout differs from ``settings`` the sketches and history restart.
+
+        A version-3 state (before the history kept scrape rounds) keeps its sketches; its history restarts.
+        """
         d: dict[str, Any] = orjson.loads(raw)
         st = cls(settings=settings, namespace=d.get("ns", ""), app=d.get("app", ""), last_ts=d.get("last_ts"),
                  last_emit_ts=d.get("last_emit_ts"),
@@ -385,15 +423,19 @@ class AppProfileState:
                  pods=dict(d.get("pods") or {}))
         s = settings
         layout = [s.sketch_k, s.buckets_per_window, list(s.windows_s), s.history_slot_s, s.history_slots]
-        if d.get("v") == _STATE_VERSION and d.get("layout") == layout:
+        v = d.get("v")
+        if v in (3, _STATE_VERSION) and d.get("layout") == layout:
             for wi, w in enumerate(d["buckets"]):
                 for b, hexed in w:
                     st.buckets[wi][int(b)] = QuantileSketch.from_bytes(bytes.fromhex(hexed))
-            st.hist_last = d.get("hist_last")
-            st.hist_sum = np.asarray(d["hist_sum"], dtype=np.float64)
-            st.hist_cnt = np.asarray(d["hist_cnt"], dtype=np.int64)
-            st.period_at, st.period_s, st.period_strength, st.peak_hours = d["period"]
             st.merged_upto = int(d["merged_upto"])
+            if v == _STATE_VERSION:  # a version-3 history holds per-pod means, not totals: it restarts
+                st.hist_last = d.get("hist_last")
+                st.hist_sum = np.asarray(d["hist_sum"], dtype=np.float64)
+                st.hist_cnt = np.asarray(d["hist_cnt"], dtype=np.int64)
+                st.hist_rounds = np.asarray(d["hist_rounds"], dtype=np.int64)
+                st.slot_pods = dict(d.get("slot_pods") or {})
+                st.period_at, st.period_s, st.period_strength, st.peak_hours = d["period"]
         return st
 
 
@@ -467,7 +509,7 @@ class NodeBatcher:
         cpu, mem, ts = self._cpu[:f], self._mem[:f], self._ts
         sums = np.add.reduceat(cpu.sum(axis=0), [a for _, a, _, _ in self._parts]).tolist() if self._parts else []
         for (st, a, b, names), total in zip(self._parts, sums, strict=True):
-            st.add_samples(ts, cpu[:, a:b].ravel(), mem[:, a:b].ravel(), total)
+            st.add_samples(ts, cpu[:, a:b].ravel(), mem[:, a:b].ravel(), total, pods=names, rounds=f)
             st.pods.update(dict.fromkeys(names, ts))
 
 
