@@ -314,6 +314,21 @@ class AppSpec:
                 return o
         return None
 
+    @property
+    def has_daily_period(self) -> bool | None:
+        """Ground truth for scoring profiles: True when the app's demand follows a daily tide, False
+        when its demand has no period at all (random walk, random bursts or flat, without spikes or
+        tide), None when it has some other period (spike trains only, antagonist on/off cycles) or no
+        demand."""
+        d = self.demand
+        if d.cpu <= 0 or self.antagonist is not None:
+            return None
+        if d.pattern == "periodic" and d.tide_ratio > 1:
+            return True
+        if d.tide_ratio <= 1 and not d.all_spikes:
+            return False
+        return None
+
 
 @dataclass(frozen=True)
 class DaemonSetSpec:

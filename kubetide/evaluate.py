@@ -67,6 +67,12 @@ of :data:`KEYS` (computed by :mod:`kubetide.scorecard` from per-tick series):
   finding matching an episode up to 12 ticks after it ended (detection lag). **null** for the
   baseline (no detector), for the online run (today's collector does not read CPI / latency and
   the stream worker runs no detector) and for a kubesim without ground truth.
+- ``periodic_daily_found`` / ``nonperiodic_no_period``: the share of apps with a daily tide whose
+  profile found a period of 24 h (± 10 %), and the share of apps with no period at all (random walk,
+  random bursts, flat) whose profile claims none (:func:`periodicity`, ground truth
+  ``AppSpec.has_daily_period``; apps with only spike trains or antagonist cycles are not counted).
+  Offline kubetide runs with the profiler, at least ``profiler.period_min_cycles`` (3) days long;
+  null otherwise and for the baseline.
 - ``decision_latency_p99_s``: kubetide offline: the tick quantum (processing is instantaneous in
   virtual time; a change is observed at the next tick at the latest). Online: p99 of the real
   seconds from the clock step of a tick to the arrival of a decision made for that tick. Baseline:
@@ -100,6 +106,7 @@ KEYS = (
     "interference_precision", "interference_recall", "antagonist_top1", "decision_latency_p99_s",
     "scale_events",
     "pending_pod_seconds_p95", "packing_rate_peak", "node_scale_evictions",
+    "periodic_daily_found", "nonperiodic_no_period",
 )
 
 
@@ -392,6 +399,8 @@ def score(series: Series, dt_s: float, node_cores: float, *, evictions: list[sc.
         "packing_rate_peak": _round(sc.packing_rate_peak(series.requested_cores[k:], series.allocatable_cores[k:],
                                                          series.needed[k:])) if series.requested_cores else None,
         "node_scale_evictions": node_scale_evictions,
+        "periodic_daily_found": None,
+        "nonperiodic_no_period": None,
     }
 
 
@@ -554,11 +563,38 @@ def run_offline(scenario: Any, seed: int | None, ticks: int, progress: Progress 
         p_, r_, top1 = sc.interference_scores(episodes_from_truth(cluster), findings_from(kt.anomalies),
                                               slack_s=INTERFERENCE_SLACK_TICKS * dt)
         res.update(interference_precision=_round(p_), interference_recall=_round(r_), antagonist_top1=_round(top1))
+    if kt.profiles:
+        res.update(periodicity(scenario, kt, ticks * dt))
     decisions = [[*decision_key(d, t_start, dt), d.id] for d in kt.decisions]
     outcomes: dict[str, int] = {}
     for a in kt.actuator.outcomes:
         outcomes[a.summary] = outcomes.get(a.summary, 0) + 1
     return {"scores": res, "series": series, "wall_s": wall, "decisions": decisions, "outcomes": outcomes}
+
+
+def periodicity(scenario: Any, kt: Any, run_s: float) -> dict[str, float | None]:
+    """``periodic_daily_found`` / ``nonperiodic_no_period`` from the profiler's states at the end of the
+    run against kubesim's ground truth (:attr:`kubesim.scenario.AppSpec.has_daily_period`); null when the
+    run is shorter than the history a daily period needs (``period_min_cycles`` days)."""
+    from streams.core.profile import state_key
+
+    s = kt.settings.profiler
+    if run_s < s.period_min_cycles * 86400.0:
+        return {}
+    kt.flush_profiles()
+    truth, periods = {}, {}
+    for app in scenario.apps:
+        t = app.has_daily_period
+        if t is None:
+            continue
+        key = state_key(app.namespace, app.name)
+        truth[key] = t
+        st = kt.profiles.get(key)
+        if st is not None:
+            st.refresh_periodicity(force=True)
+            periods[key] = st.period_s
+    daily, none = sc.periodicity_scores(truth, periods)
+    return {"periodic_daily_found": _round(daily), "nonperiodic_no_period": _round(none)}
 
 
 class EvictionTracker:

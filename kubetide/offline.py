@@ -550,6 +550,11 @@ class OfflineKubetide:
                 st.last_emit_ts = ts
                 self.profiles_emitted += 1
 
+    def flush_profiles(self) -> None:
+        """Apply the node-batched samples still staged, so :attr:`profiles` is up to the latest scrape."""
+        if self._batcher is not None:
+            self._batcher.flush()
+
     def _detect(self, cm: m.ClusterMetrics) -> None:
         from streams.core import interference
 

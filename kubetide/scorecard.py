@@ -187,6 +187,23 @@ def interference_scores(episodes: Sequence[Episode], findings: Sequence[Finding]
     return precision, recall, top1
 
 
+def periodicity_scores(truth: Mapping[str, bool], periods: Mapping[str, float | None], *,
+                       period_s: float = 86400.0, tolerance: float = 0.1) -> tuple[float | None, float | None]:
+    """(share of periodic apps whose detected period is ``period_s`` within ``tolerance``, share of
+    non-periodic apps with no period claimed); ``truth`` maps an app to whether it has that period,
+    ``periods`` to its detected period (None = not periodic; a missing app counts as None). A share is
+    None when its class is empty."""
+    def found(app: str) -> bool:
+        p = periods.get(app)
+        return p is not None and abs(p - period_s) <= tolerance * period_s
+
+    yes = [a for a, t in truth.items() if t]
+    no = [a for a, t in truth.items() if not t]
+    daily = sum(found(a) for a in yes) / len(yes) if yes else None
+    none = sum(periods.get(a) is None for a in no) / len(no) if no else None
+    return daily, none
+
+
 def p99(values: Sequence[float]) -> float | None:
     """99th percentile (numpy linear interpolation); None when empty."""
     a = np.asarray(values, dtype=float)

@@ -51,6 +51,8 @@ def test_offline_demo_report_has_every_key_and_beats_the_baseline(demo_report: t
     for key in ("interference_precision", "interference_recall", "antagonist_top1"):
         assert b[key] is None
     assert k["interference_recall"] is None and k["antagonist_top1"] is None
+    for key in ("periodic_daily_found", "nonperiodic_no_period"):  # 2 h: too short for a daily period
+        assert k[key] is None and b[key] is None
     assert len(report["decisions"]) == k["evictions"]
     assert (d / "report.png").stat().st_size > 10_000
 
@@ -218,3 +220,55 @@ apps:
     report = ev.evaluate(args)
     assert report["nodes"] == 6 and report["seed"] == 3
     assert report["kubetide"]["node_hours"] == pytest.approx(6 * 0.05)
+
+
+TIDES = """\
+name: tides
+seed: 7
+start: "2024-06-03T00:00:00Z"
+duration_h: 74
+resolution_s: 120
+zones: [zone-a, zone-b, zone-c]
+namespaces: [shop]
+node_groups:
+  - name: general
+    cpu: 16
+    memory: 64Gi
+    nodes: [{name: node-a, zone: zone-a}, {name: node-b, zone: zone-b}, {name: node-c, zone: zone-c}]
+apps:
+  - name: tide                # daily tide; autoscaled, so its per-pod CPU stays near the target
+    namespace: shop
+    count: 2
+    replicas: 4
+    requests: {cpu: 500m, memory: 512Mi}
+    demand: {cpu: 2, tide: {ratio: 5, peak_hour: 14}, noise: 0.05, memory: 300Mi}
+    hpa: {min_replicas: 2, max_replicas: 12, target_cpu_utilization: 70}
+  - name: walk                # no period
+    namespace: shop
+    replicas: 4
+    requests: {cpu: 500m, memory: 512Mi}
+    demand: {cpu: 2, pattern: random_walk, volatility: 0.3, noise: 0.05, memory: 300Mi}
+  - name: flat                # no period
+    namespace: shop
+    replicas: 3
+    requests: {cpu: 500m, memory: 512Mi}
+    demand: {cpu: 1, noise: 0.05, memory: 300Mi}
+  - name: spiky               # an hourly period only: not counted either way
+    namespace: shop
+    replicas: 3
+    requests: {cpu: 500m, memory: 512Mi}
+    demand: {cpu: 1, spikes: {every_h: 1, at_min: 0, duration_min: 5, factor: 2}, memory: 300Mi}
+"""
+
+
+def test_periodicity_keys_score_profiles_against_the_scenario(tmp_path: Path) -> None:
+    """Three days of history: the autoscaled tides' daily period is found, the
+    random walk and the flat app claim none; shorter runs and the baseline report null."""
+    path = tmp_path / "tides.yaml"
+    path.write_text(TIDES)
+    sc = load_scenario(str(path))
+    assert [a.has_daily_period for a in sc.apps] == [True, True, False, False, None]
+    res = ev.run_offline(sc, None, round(74 * 3600 / sc.resolution_s), None)["scores"]
+    assert res["periodic_daily_found"] == 1.0 and res["nonperiodic_no_period"] == 1.0
+    short = ev.run_offline(sc, None, 30, None)["scores"]
+    assert short["periodic_daily_found"] is None and short["nonperiodic_no_period"] is None

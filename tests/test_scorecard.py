@@ -112,3 +112,13 @@ def test_p99_and_ratio() -> None:
     assert sc.ratio(None, 2.0) is None
     assert sc.ratio(0, 0) == 1.0
     assert sc.ratio(3, 0) is None
+
+
+def test_periodicity_scores() -> None:
+    truth = {"a": True, "b": True, "c": True, "d": False, "e": False}
+    periods = {"a": 86400.0, "b": 90000.0, "c": 3600.0, "d": None, "e": 86400.0}
+    daily, none = sc.periodicity_scores(truth, periods)
+    assert daily == pytest.approx(2 / 3)  # b is within 10 % of a day, c is hourly
+    assert none == 0.5
+    assert sc.periodicity_scores({"a": True}, {}) == (0.0, None)  # no profile = no period found
+    assert sc.periodicity_scores({}, {}) == (None, None)
