@@ -262,15 +262,14 @@ async def guarded_getmany(consumer: Any, records: Any) -> Any:
     ``kubetide.kafka.GAP_SETTLE_S`` (then it is let through with an ERROR log).
     ``$KUBETIDE_DISABLE_OFFSET_GAP_FIX=1``: log only.
     """
-    from kubetide.kafka import GAP_SETTLE_S
+    from kubetide import kafka
 
     read = consumer._read_offset
-    first_seen: dict[tuple[Any, int], float] | None = getattr(consumer, "_kt_gap_first_seen", None)
-    if first_seen is None:
-        first_seen = consumer._kt_gap_first_seen = {}
+    holes: kafka.HoleClock | None = getattr(consumer, "_kt_holes", None)
+    if holes is None:
+        holes = consumer._kt_holes = kafka.HoleClock()
     skip: set[Any] = set()
     acks_enabled_for = consumer.app.topics.acks_enabled_for
-    now = time.monotonic()
     async for tp, message in records:
         if tp in skip:
             continue
@@ -278,18 +277,15 @@ async def guarded_getmany(consumer: Any, records: Any) -> Any:
         offset = message.offset
         if r is not None and offset > r + 1 and acks_enabled_for(message.topic):
             _gap_stats["gaps"] += 1
-            seen = first_seen.setdefault((tp, r + 1), now)
-            if not gap_fix_enabled() or now - seen >= GAP_SETTLE_S:
+            settled, age = holes.settled(tp, r + 1, kafka.GAP_SETTLE_S, force=not gap_fix_enabled())
+            if settled:
                 _gap_stats["allowed"] += 1
-                first_seen.pop((tp, r + 1), None)
                 log.error("offset gap on %s: last read %s, next fetched %s: %d records will be skipped "
                           "(faust marks them done)%s", tp, r, offset, offset - r - 1,
                           "" if gap_fix_enabled() else f" [{GAP_FIX_DISABLE_ENV} set]")
             else:
-                if len(first_seen) > 10_000:
-                    first_seen.clear()
                 _gap_stats["refetched"] += 1
-                (log.warning if seen == now else log.debug)(
+                (log.warning if age == 0.0 else log.debug)(
                     "offset gap on %s: last read %s, next fetched %s: seeking back to %s to read the %d skipped "
                     "records", tp, r, offset, r + 1, offset - r - 1)
                 skip.add(tp)

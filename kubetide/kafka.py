@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -47,10 +48,36 @@ TOPIC_ALREADY_EXISTS = 36
 GAP_SETTLE_S = 5.0
 
 
+class HoleClock:
+    """How long each offset hole (partition, first missing offset) has been seen, for the readers that
+    hold records back until a hole fills or settles (:func:`gapless_getmany` and
+    :func:`kubetide.faustfix.guarded_getmany`). Bounded: it forgets everything past ``cap`` holes."""
+
+    def __init__(self, cap: int = 10_000) -> None:
+        self.first_seen: dict[tuple[Any, int], float] = {}  # (tp, first missing offset) -> monotonic time
+        self.cap = cap
+
+    def settled(self, tp: Any, missing: int, settle_s: float, *, force: bool = False) -> tuple[bool, float]:
+        """(whether the hole at ``missing`` has lasted ``settle_s`` — or ``force`` — and is to be let
+        through, its age in seconds: 0.0 at its first sighting). A settled hole is forgotten."""
+        now = time.monotonic()
+        key = (tp, missing)
+        age = now - self.first_seen.setdefault(key, now)
+        if force or age >= settle_s:
+            del self.first_seen[key]
+            return True, age
+        if len(self.first_seen) > self.cap:
+            self.first_seen.clear()
+        return False, age
+
+    def clear(self) -> None:
+        self.first_seen.clear()
+
+
 @dataclass
 class _GapState:
     read: dict[Any, int]  # tp -> last offset returned
-    first_seen: dict[tuple[Any, int], float]  # (tp, first missing offset) -> monotonic time first seen
+    holes: HoleClock
     stats: dict[str, int]
 
 
@@ -68,7 +95,7 @@ def forget_gaps(consumer: Any, tps: Iterable[Any] | None = None) -> None:
         return
     if tps is None:
         st.read.clear()
-        st.first_seen.clear()
+        st.holes.clear()
         return
     for tp in tps:
         st.read.pop(tp, None)
@@ -87,11 +114,10 @@ async def gapless_getmany(consumer: Any, *partitions: Any, timeout_ms: int = 0, 
     """
     st: _GapState | None = getattr(consumer, "_kt_gaps", None)
     if st is None:
-        st = _GapState({}, {}, {"gaps": 0, "refetched": 0, "allowed": 0})
+        st = _GapState({}, HoleClock(), {"gaps": 0, "refetched": 0, "allowed": 0})
         consumer._kt_gaps = st
     batches = await consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
     out: dict[Any, list[Any]] = {}
-    now = asyncio.get_running_loop().time()
     for tp, recs in batches.items():
         if not recs:
             continue
@@ -102,26 +128,22 @@ async def gapless_getmany(consumer: Any, *partitions: Any, timeout_ms: int = 0, 
         keep: list[Any] = []
         for r in recs:
             if last is not None and r.offset > last + 1:
-                key = (tp, last + 1)
                 st.stats["gaps"] += 1
-                seen = st.first_seen.setdefault(key, now)
-                if now - seen < settle_s:
+                settled, age = st.holes.settled(tp, last + 1, settle_s)
+                if not settled:
                     st.stats["refetched"] += 1
                     log.debug("offset jump on %s: last read %d, next %d: reading %d again", tp, last, r.offset,
                               last + 1)
                     consumer.seek(tp, last + 1)
                     break
                 st.stats["allowed"] += 1
-                st.first_seen.pop(key, None)
                 log.warning("offset gap on %s: offsets %d..%d were not readable for %.0f s: skipping them",
-                            tp, last + 1, r.offset - 1, now - seen)
+                            tp, last + 1, r.offset - 1, age)
             keep.append(r)
             last = r.offset
         if keep:
             out[tp] = keep
             st.read[tp] = keep[-1].offset
-            if len(st.first_seen) > 10_000:
-                st.first_seen.clear()
     return out
 
 

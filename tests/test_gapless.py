@@ -13,6 +13,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from kubetide.kafka import consumer_config, ensure_topics, forget_gaps, gap_stats, gapless_getmany, producer_config
@@ -139,3 +140,20 @@ class _Spec:
     name: str
     partitions: int = 1
     configs: dict[str, str] = field(default_factory=dict)
+
+
+def test_hole_clock_settles_forces_and_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubetide import kafka
+
+    now = [100.0]
+    monkeypatch.setattr(kafka.time, "monotonic", lambda: now[0])
+    h = kafka.HoleClock(cap=3)
+    assert h.settled("tp", 5, 2.0) == (False, 0.0)
+    now[0] += 1.5
+    assert h.settled("tp", 5, 2.0) == (False, 1.5)
+    now[0] += 0.5
+    assert h.settled("tp", 5, 2.0) == (True, 2.0) and not h.first_seen  # let through, then forgotten
+    assert h.settled("tp", 9, 2.0, force=True) == (True, 0.0)
+    for off in range(5):
+        h.settled("tp", off, 2.0)
+    assert len(h.first_seen) <= 3
