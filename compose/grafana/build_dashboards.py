@@ -32,6 +32,11 @@ RATE = "$__rate_interval"
 # An unlabelled gauge is exposed (as 0) by every process that imports the catalogue; only the
 # collector sets it, so take the largest.
 PENDING = "max(kubetide_pending_pods)"
+# Predicted replicas come from a stream worker, actual ones from the collector: their job / instance
+# (and compose's component) labels differ, so a plain `predicted - actual` matches nothing. Match on the
+# workload alone, one series per workload even when more than one process exports it.
+PREDICTED = "max by (namespace, workload) (kubetide_workload_replicas_predicted)"
+ACTUAL = "max by (namespace, workload) (kubetide_workload_replicas_actual)"
 
 
 def q(expr: str, legend: str = "__auto", *, instant: bool = False, table_format: bool = False,
@@ -131,11 +136,9 @@ def autoscaling() -> Dashboard:
         .with_panel(single("Worst forecast error", "highest mean absolute percentage error of any workload",
                            q("max(kubetide_forecast_error_ratio)", "max"), unit="percentunit"))
         .with_panel(single("Replicas short", "replicas the forecast calls for beyond those running (all workloads)",
-                           q("sum(clamp_min(kubetide_workload_replicas_predicted - kubetide_workload_replicas_actual,"
-                             " 0))", "short")))
+                           q(f"sum(clamp_min({PREDICTED} - {ACTUAL}, 0))", "short")))
         .with_panel(single("Replicas in excess", "replicas running beyond the forecast (all workloads)",
-                           q("sum(clamp_min(kubetide_workload_replicas_actual - kubetide_workload_replicas_predicted,"
-                             " 0))", "excess")))
+                           q(f"sum(clamp_min({ACTUAL} - {PREDICTED}, 0))", "excess")))
         .with_panel(single("Workloads", "workloads with a forecast",
                            q("count(kubetide_workload_forecast_cpu_cores)", "workloads")))
         .with_panel(ts("Demand and forecast", "observed CPU demand and the forecast at the scaling horizon",
@@ -147,8 +150,7 @@ def autoscaling() -> Dashboard:
         .with_panel(ts("Forecast error", "mean absolute percentage error of each workload's forecast",
                        [q("kubetide_forecast_error_ratio", wl)], unit="percentunit", min_=0))
         .with_panel(bars("Replica gap now", "predicted − actual replicas: positive means scale-up is due",
-                         q("kubetide_workload_replicas_predicted - kubetide_workload_replicas_actual", wl,
-                           instant=True)))
+                         q(f"{PREDICTED} - {ACTUAL}", wl, instant=True)))
         .with_panel(ts("Autoscale decisions", "autoscale decisions per second, by strategy",
                        [q(f'sum by (strategy) (rate(kubetide_decisions_total{{type="autoscale"}}[{RATE}]))',
                           "{{strategy}}")], unit="ops", min_=0))
