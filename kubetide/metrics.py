@@ -319,8 +319,13 @@ def set_workload(namespace: str, workload: str, *, demand_cpu_cores: float | Non
             gauge.labels(namespace, workload).set(value)
 
 
-def forget_workload(namespace: str, workload: str) -> None:
-    for gauge in (WORKLOAD_DEMAND, WORKLOAD_FORECAST, REPLICAS_PREDICTED, REPLICAS_ACTUAL, FORECAST_ERROR):
+def forget_workload(namespace: str, workload: str, *, forecast_only: bool = False) -> None:
+    """Drop a workload's autoscaling series (``forecast_only``: the autoscaler's forecast, predicted
+    replicas and forecast error, which the stream worker owning the planner publishes)."""
+    gauges = (WORKLOAD_FORECAST, REPLICAS_PREDICTED, FORECAST_ERROR)
+    if not forecast_only:
+        gauges += (WORKLOAD_DEMAND, REPLICAS_ACTUAL)
+    for gauge in gauges:
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, workload)
 

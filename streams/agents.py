@@ -307,7 +307,7 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
             except Exception as exc:
                 await dead(exc, event)
 
-    holder: dict[str, Any] = {"planner": _new_planner(settings), "owned": set()}
+    holder: dict[str, Any] = {"planner": _new_planner(settings), "owned": set(), "forecasts": set()}
 
     @app.agent(t_planner, name="planner")
     async def planner(stream: Any) -> None:
@@ -331,7 +331,7 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
                     metrics.observe_decision(d)
                     log.info("decision %s: %s", d.id, d.reason)
                 if pl.ticks_planned > before:
-                    _publish_forecasts(pl)
+                    holder["forecasts"] = _publish_forecasts(pl, holder["forecasts"])
                 metrics.TICKS.inc(pl.ticks_planned - before)
                 metrics.LATE_SUMMARIES.set(pl.ticks.late)
             except Exception as exc:
@@ -354,6 +354,8 @@ def install(app: faust.App, settings: StreamsSettings, *, worker_id: str) -> dic
             nodes.pop(n, None)
             node_part.pop(n, None)
         planner_tps = {tp for tp in assigned if tp.topic == topics.PLANNER_INPUT}
+        if not planner_tps:  # the planner moved to another worker: its forecasts are not ours to export now
+            holder["forecasts"] = _publish_forecasts(None, holder["forecasts"])
         if planner_tps and not (planner_tps & previous):
             holder["planner"] = _new_planner(settings)
             log.info("planner partition assigned: starting with an empty cluster state "
@@ -430,14 +432,23 @@ def unpack_state(raw: bytes) -> bytes:
     return _zd.decompress(raw) if raw[:4] == _ZSTD_MAGIC else raw
 
 
-def _publish_forecasts(pl: Planner) -> None:
-    """The autoscaler's latest per-workload forecast, predicted replicas and forecast error as gauges."""
-    for tp in pl.tick_planners:
+def _publish_forecasts(pl: Planner | None, published: set[str]) -> set[str]:
+    """The autoscaler's latest per-workload forecast, predicted replicas and forecast error as gauges;
+    the series of workloads in ``published`` it no longer plans (or all, without a planner) are removed,
+    so a worker that lost the planner to another does not keep exporting stale forecasts. Returns the
+    keys published now."""
+    now: set[str] = set()
+    for tp in pl.tick_planners if pl is not None else ():
         for key, ev in (getattr(tp, "evidence", None) or {}).items():
             ns, _, name = key.partition("/")
             catalogue.set_workload(ns, name, forecast_cpu_cores=ev.get("forecast_peak_cores"),
                                    replicas_predicted=ev.get("replicas.predictive"),
                                    forecast_error_ratio=ev.get("forecast_error"))
+            now.add(key)
+    for key in published - now:
+        ns, _, name = key.partition("/")
+        catalogue.forget_workload(ns, name, forecast_only=True)
+    return now
 
 
 def _new_planner(settings: StreamsSettings) -> Planner:

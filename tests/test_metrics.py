@@ -236,3 +236,31 @@ def test_synthetic_step_sets_every_metric():
     exposed = {s.name for f in text_string_to_metric_families(scrape_text()) for s in f.samples}
     missing = m.series_names() - exposed
     assert not missing, f"synthetic_step leaves these unset: {sorted(missing)}"
+
+
+def test_stream_worker_drops_forecasts_it_no_longer_plans():
+    """A workload the autoscaler stops planning, or every workload once the planner partition moved to
+    another worker, stops being exported (no stale forecast counted twice across workers)."""
+    from types import SimpleNamespace
+
+    from streams.agents import _publish_forecasts
+
+    def get(name, wl):
+        return REGISTRY.get_sample_value(name, {"namespace": "shop", "workload": wl})
+
+    ev = {"forecast_peak_cores": 2.5, "replicas.predictive": 4, "forecast_error": 0.1}
+    auto = SimpleNamespace(evidence={"shop/fc-a": ev, "shop/fc-b": ev})
+    pl = SimpleNamespace(tick_planners=[SimpleNamespace(), auto])  # a tick planner without evidence too
+    m.set_workload("shop", "fc-a", demand_cpu_cores=2.0, replicas_actual=4)  # the collector's series
+    published = _publish_forecasts(pl, set())
+    assert published == {"shop/fc-a", "shop/fc-b"} and get("kubetide_workload_forecast_cpu_cores", "fc-b") == 2.5
+    auto.evidence = {"shop/fc-a": ev}
+    published = _publish_forecasts(pl, published)
+    assert get("kubetide_workload_forecast_cpu_cores", "fc-b") is None
+    assert get("kubetide_workload_replicas_predicted", "fc-a") == 4
+    assert _publish_forecasts(None, published) == set()
+    for name in ("kubetide_workload_forecast_cpu_cores", "kubetide_workload_replicas_predicted",
+                 "kubetide_forecast_error_ratio"):
+        assert get(name, "fc-a") is None, name
+    assert get("kubetide_workload_demand_cpu_cores", "fc-a") == 2.0  # not the forecast's to remove
+    m.forget_workload("shop", "fc-a")
