@@ -34,7 +34,7 @@ from kubetide import topics
 from kubetide.codec import DecodeError, decode
 from kubetide.kafka import gapless_getmany
 from kubetide.log import setup_logging
-from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
+from kubetide.procs import ManagedProcess, ProcessGroup, add_pipeline, kubetide_argv
 
 log = logging.getLogger("kubetide.demo")
 
@@ -256,15 +256,11 @@ def run(args: argparse.Namespace) -> int:
         sim_url = orjson.loads(sim_ready.read_bytes())["url"]
         console.print(f"kubesim at {sim_url} (kubeconfig {kubeconfig})")
 
-        common = ["--bootstrap-servers", bootstrap]
         env = {"KUBETIDE_LOG_LEVEL": args.log_level,
                "KUBETIDE_METRICS_PORT": os.environ.get("KUBETIDE_METRICS_PORT", "0")}
-        streams, streams_ready = add_streams_worker(group, bootstrap, run_dir, env=env)
-        group.add(ManagedProcess("collector", kubetide_argv("collector", *common, "--kubeconfig", str(kubeconfig),
-                                                            "--metrics-interval", str(max(args.pace / 2, 0.02))),
-                                 run_dir / "collector.log", env=env))
-        act = ["actuator", *common, "--kubeconfig", str(kubeconfig)] + (["--dry-run"] if args.dry_run else [])
-        group.add(ManagedProcess("actuator", kubetide_argv(*act), run_dir / "actuator.log", env=env))
+        streams, streams_ready = add_pipeline(group, bootstrap, run_dir, kubeconfig, env=env,
+                                              metrics_interval_s=max(args.pace / 2, 0.02),
+                                              actuator_extra=["--dry-run"] if args.dry_run else [])
         console.print(f"collector, stream worker and actuator started; logs in {run_dir}")
         with console.status("waiting for the stream worker to join its consumer group…"):
             streams.wait_for_file(streams_ready, 90)

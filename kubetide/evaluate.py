@@ -689,7 +689,7 @@ async def _online(scenario: Any, seed: int | None, ticks: int, progress: Progres
     from kubetide.codec import DecodeError, decode
     from kubetide.kafka import ensure_topics, gapless_getmany
     from kubetide.offline import decision_key
-    from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
+    from kubetide.procs import ProcessGroup, add_actuator, add_collector, add_streams_worker
 
     await ensure_topics(bootstrap, topics.TOPICS)
     # as offline: kubetide autoscales the apps with an `hpa:` spec (kubesim's HPA off); the workers get the
@@ -720,17 +720,14 @@ async def _online(scenario: Any, seed: int | None, ticks: int, progress: Progres
     stats: Counter[str] = Counter()
     http: aiohttp.ClientSession | None = None
     try:
-        common = ["--bootstrap-servers", bootstrap] + (["--config", config_path] if config_path else [])
+        extra = ["--config", config_path] if config_path else []
         env = {"KUBETIDE_LOG_LEVEL": "INFO"}
-        streams, ready = add_streams_worker(group, bootstrap, run_dir, extra=common[2:], env=env)
+        streams, ready = add_streams_worker(group, bootstrap, run_dir, extra=extra, env=env)
         await asyncio.to_thread(streams.wait_for_file, ready, 120)
-        group.add(ManagedProcess("actuator", kubetide_argv("actuator", *common, "--kubeconfig",
-                                                           str(sim.kubeconfig_path)),
-                                 run_dir / "actuator.log", env=env))
+        add_actuator(group, bootstrap, run_dir, sim.kubeconfig_path, extra=extra, env=env)
         await consumer.start()
-        group.add(ManagedProcess("collector", kubetide_argv(
-            "collector", *common, "--kubeconfig", str(sim.kubeconfig_path), "--metrics-interval", "0.03",
-            "--resync-interval", "0"), run_dir / "collector.log", env=env))
+        add_collector(group, bootstrap, run_dir, sim.kubeconfig_path, extra=[*extra, "--resync-interval", "0"],
+                      env=env, metrics_interval_s=0.03)
 
         async def pump(timeout_s: float) -> None:
             batch = await gapless_getmany(consumer, timeout_ms=int(timeout_s * 1000), max_records=5000)

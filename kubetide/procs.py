@@ -113,6 +113,16 @@ class ProcessGroup:
     def dead(self) -> list[ManagedProcess]:
         return [p for p in self.procs if not p.alive()]
 
+    def raise_if_dead(self, lines: int = 40) -> None:
+        """RuntimeError naming the first process that exited, with the tail of its log."""
+        dead = self.dead()
+        if dead:
+            raise RuntimeError(f"{dead[0].name} died:\n{dead[0].tail(lines)}")
+
+    def tails(self, lines: int = 15) -> str:
+        """The last lines of every process's log (for failure messages)."""
+        return "\n".join(p.tail(lines) for p in self.procs)
+
     def stop(self, grace_s: float = 10.0) -> None:
         for p in reversed(self.procs):
             p.stop(grace_s)
@@ -135,3 +145,36 @@ def add_streams_worker(group: ProcessGroup, bootstrap: str, run_dir: str | Path,
                                  str(run_dir / "streams"), "--ready-file", str(ready), *extra),
         run_dir / "streams.log", env=env))
     return proc, ready
+
+
+def add_collector(group: ProcessGroup, bootstrap: str, run_dir: str | Path, kubeconfig: str | Path, *,
+                  extra: Sequence[str] = (), env: dict[str, str] | None = None,
+                  metrics_interval_s: float = 0.05) -> ManagedProcess:
+    """Start a ``kubetide collector`` on ``kubeconfig`` scraping every ``metrics_interval_s`` (wall seconds:
+    kubesim answers in virtual time), logging to ``run_dir/collector.log``."""
+    return group.add(ManagedProcess(
+        "collector", kubetide_argv("collector", "--bootstrap-servers", bootstrap, "--kubeconfig", str(kubeconfig),
+                                   "--metrics-interval", f"{metrics_interval_s:g}", *extra),
+        Path(run_dir) / "collector.log", env=env))
+
+
+def add_actuator(group: ProcessGroup, bootstrap: str, run_dir: str | Path, kubeconfig: str | Path, *,
+                 extra: Sequence[str] = (), env: dict[str, str] | None = None) -> ManagedProcess:
+    """Start a ``kubetide actuator`` on ``kubeconfig``, logging to ``run_dir/actuator.log``."""
+    return group.add(ManagedProcess(
+        "actuator", kubetide_argv("actuator", "--bootstrap-servers", bootstrap, "--kubeconfig", str(kubeconfig),
+                                  *extra),
+        Path(run_dir) / "actuator.log", env=env))
+
+
+def add_pipeline(group: ProcessGroup, bootstrap: str, run_dir: str | Path, kubeconfig: str | Path, *,
+                 extra: Sequence[str] = (), env: dict[str, str] | None = None, metrics_interval_s: float = 0.05,
+                 actuator: bool = True, actuator_extra: Sequence[str] = ()) -> tuple[ManagedProcess, Path]:
+    """The whole pipeline on one cluster: a stream worker, a collector and (``actuator``) an actuator, each
+    given ``extra`` (e.g. ``--config F``). Returns the stream worker and its ready file, as
+    :func:`add_streams_worker` does: wait for it before driving the cluster."""
+    streams, ready = add_streams_worker(group, bootstrap, run_dir, extra=extra, env=env)
+    add_collector(group, bootstrap, run_dir, kubeconfig, extra=extra, env=env, metrics_interval_s=metrics_interval_s)
+    if actuator:
+        add_actuator(group, bootstrap, run_dir, kubeconfig, extra=[*extra, *actuator_extra], env=env)
+    return streams, ready

@@ -15,7 +15,7 @@ from kubesim.model import Cluster
 from kubesim.scenario import load_scenario
 from kubesim.server import KubeSim
 from kubetide import models as m
-from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
+from kubetide.procs import ProcessGroup, add_pipeline
 from kubetide.topics import ACTIONS, DECISIONS_AUTOSCALE
 from tests.test_actuator_support import TopicReader
 
@@ -38,15 +38,9 @@ async def test_autoscale_decision_scales_the_deployment(kafka: str, tmp_path: Pa
         before = dep.replicas
         others = {k: d.replicas for k, d in cluster.deployments.items() if k != ("shop", APP)}
         env = {"KUBETIDE_LOG_LEVEL": "INFO"}
-        common = ["--bootstrap-servers", kafka, "--config", str(cfg)]
         with ProcessGroup() as group:
-            streams, ready = add_streams_worker(group, kafka, tmp_path, extra=common[2:], env=env)
-            group.add(ManagedProcess(
-                "collector", kubetide_argv("collector", *common, "--kubeconfig", str(sim.kubeconfig_path),
-                                           "--metrics-interval", "0.05"), tmp_path / "collector.log", env=env))
-            group.add(ManagedProcess(
-                "actuator", kubetide_argv("actuator", *common, "--kubeconfig", str(sim.kubeconfig_path)),
-                tmp_path / "actuator.log", env=env))
+            streams, ready = add_pipeline(group, kafka, tmp_path, sim.kubeconfig_path, extra=["--config", str(cfg)],
+                                          env=env)
             await asyncio.to_thread(streams.wait_for_file, ready, 60)
             async with TopicReader(kafka, ACTIONS) as actions, TopicReader(kafka, DECISIONS_AUTOSCALE) as decisions:
                 applied: list = []
@@ -56,9 +50,8 @@ async def test_autoscale_decision_scales_the_deployment(kafka: str, tmp_path: Pa
                     await asyncio.sleep(0.2)
                     applied = actions.matching(lambda a: getattr(a, "decision_topic", "") == DECISIONS_AUTOSCALE
                                                and a.outcome == "applied")
-                    assert not group.dead(), f"{group.dead()[0].name} died:\n{group.dead()[0].tail(40)}"
-                assert applied, "no autoscale decision was applied within 120 s:\n" + "\n".join(
-                    p.tail(15) for p in group.procs)
+                    group.raise_if_dead()
+                assert applied, "no autoscale decision was applied within 120 s:\n" + group.tails()
                 action = applied[0]
                 # the two readers run independently: the decision may reach this reader after its action
                 found: list = []

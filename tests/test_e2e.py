@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kubesim.server import KubeSim
-from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
+from kubetide.procs import ProcessGroup, add_pipeline
 from kubetide.topics import ACTIONS, DECISIONS_DESCHEDULE
 from tests.test_actuator_support import TopicReader
 
@@ -34,15 +34,8 @@ async def test_hot_node_is_relieved_end_to_end(kafka: str, tmp_path: Path) -> No
         assert protected_on_hot
 
         env = {"KUBETIDE_LOG_LEVEL": "INFO"}
-        common = ["--bootstrap-servers", kafka]
         with ProcessGroup() as group:
-            streams, ready = add_streams_worker(group, kafka, tmp_path, env=env)
-            group.add(ManagedProcess(
-                "collector", kubetide_argv("collector", *common, "--kubeconfig", str(sim.kubeconfig_path),
-                                           "--metrics-interval", "0.05"), tmp_path / "collector.log", env=env))
-            group.add(ManagedProcess(
-                "actuator", kubetide_argv("actuator", *common, "--kubeconfig", str(sim.kubeconfig_path)),
-                tmp_path / "actuator.log", env=env))
+            streams, ready = add_pipeline(group, kafka, tmp_path, sim.kubeconfig_path, env=env)
             await asyncio.to_thread(streams.wait_for_file, ready, 60)
 
             async with TopicReader(kafka, ACTIONS) as actions, TopicReader(kafka, DECISIONS_DESCHEDULE) as decisions:
@@ -52,9 +45,8 @@ async def test_hot_node_is_relieved_end_to_end(kafka: str, tmp_path: Path) -> No
                     await sim.advance(10)
                     await asyncio.sleep(0.15)
                     applied = actions.matching(lambda a: getattr(a, "outcome", None) == "applied")
-                    assert not group.dead(), f"{group.dead()[0].name} died:\n{group.dead()[0].tail(40)}"
-                assert applied, "no eviction was applied within 90 s:\n" + "\n".join(
-                    p.tail(15) for p in group.procs)
+                    group.raise_if_dead()
+                assert applied, "no eviction was applied within 90 s:\n" + group.tails()
                 action = applied[0]
                 decision = next(d for d in decisions.matching(lambda d: hasattr(d, "pod"))
                                 if d.id == action.decision_id)

@@ -13,7 +13,7 @@ import pytest
 
 from kubesim.server import KubeSim
 from kubetide import models as m
-from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
+from kubetide.procs import ProcessGroup, add_pipeline
 from kubetide.topics import ANOMALIES, CLUSTER_METRICS, PLANNER_INPUT
 from streams.core.messages import PlannerInput  # registers the planner-input codec for TopicReader
 from tests.test_actuator_support import TopicReader
@@ -50,12 +50,8 @@ async def test_antagonist_is_found_end_to_end(kafka: str, tmp_path: Path) -> Non
         c = sim.cluster
         await sim.advance(TICK_S)
         env = {"KUBETIDE_LOG_LEVEL": "INFO"}
-        common = ["--bootstrap-servers", kafka]
         with ProcessGroup() as group:
-            streams, ready = add_streams_worker(group, kafka, tmp_path, env=env)
-            group.add(ManagedProcess(
-                "collector", kubetide_argv("collector", *common, "--kubeconfig", str(sim.kubeconfig_path),
-                                           "--metrics-interval", "0.05"), tmp_path / "collector.log", env=env))
+            streams, ready = add_pipeline(group, kafka, tmp_path, sim.kubeconfig_path, env=env, actuator=False)
             await asyncio.to_thread(streams.wait_for_file, ready, 60)
 
             async with TopicReader(kafka, CLUSTER_METRICS) as metrics, TopicReader(kafka, ANOMALIES) as anomalies, \
@@ -70,7 +66,7 @@ async def test_antagonist_is_found_end_to_end(kafka: str, tmp_path: Path) -> Non
                     found = anomalies.matching(_is_open_victim)
                     if found:
                         break
-                    assert not group.dead(), f"{group.dead()[0].name} died:\n{group.dead()[0].tail(40)}"
+                    group.raise_if_dead()
                     await sim.advance(TICK_S)
                 if not found:  # the worker may lag a few scrapes behind
                     found = await anomalies.wait_for(_is_open_victim, within=10)

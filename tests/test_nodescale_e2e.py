@@ -17,7 +17,7 @@ from kubesim.model import Cluster
 from kubesim.scenario import load_scenario
 from kubesim.server import KubeSim
 from kubetide import models as m
-from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
+from kubetide.procs import ProcessGroup, add_pipeline
 from kubetide.topics import ACTIONS, DECISIONS_AUTOSCALE, DECISIONS_DESCHEDULE, DECISIONS_NODESCALE
 from streams.core.nodescale import DELETION_COST
 from tests.test_actuator_support import TopicReader
@@ -69,23 +69,17 @@ async def test_elastic_node_added_at_peak_tainted_annotated_and_drained_in_the_t
     cluster = Cluster(load_scenario(str(scen)))
     async with KubeSim(cluster, speed=0) as sim:
         env = {"KUBETIDE_LOG_LEVEL": "INFO"}
-        common = ["--bootstrap-servers", kafka, "--config", str(cfg)]
         with ProcessGroup() as group:
-            streams, ready = add_streams_worker(group, kafka, tmp_path, extra=common[2:], env=env)
-            group.add(ManagedProcess(
-                "collector", kubetide_argv("collector", *common, "--kubeconfig", str(sim.kubeconfig_path),
-                                           "--metrics-interval", "0.05"), tmp_path / "collector.log", env=env))
-            group.add(ManagedProcess(
-                "actuator", kubetide_argv("actuator", *common, "--kubeconfig", str(sim.kubeconfig_path)),
-                tmp_path / "actuator.log", env=env))
+            streams, ready = add_pipeline(group, kafka, tmp_path, sim.kubeconfig_path, extra=["--config", str(cfg)],
+                                          env=env)
             await asyncio.to_thread(streams.wait_for_file, ready, 60)
 
             async def run_until(cond: Callable[[], bool], what: str, limit_s: float = 100) -> None:
                 deadline = time.monotonic() + limit_s
                 while not cond():
                     assert time.monotonic() < deadline, f"not reached within {limit_s:.0f} s: {what}\n" + \
-                        "\n".join(p.tail(15) for p in group.procs)
-                    assert not group.dead(), f"{group.dead()[0].name} died:\n{group.dead()[0].tail(40)}"
+                        group.tails()
+                    group.raise_if_dead()
                     await sim.advance(10)
                     await asyncio.sleep(0.25)
 

@@ -43,7 +43,7 @@ from kubesim.server import KubeSim
 from kubetide import models as m
 from kubetide.codec import encode
 from kubetide.kafka import producer_config
-from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
+from kubetide.procs import ManagedProcess, ProcessGroup, add_actuator, add_collector, add_streams_worker
 from kubetide.topics import ACTIONS, ANOMALIES, CLUSTER_METRICS, DECISIONS_DESCHEDULE
 from tests.test_actuator_support import TopicReader
 
@@ -230,19 +230,15 @@ async def test_every_dashboard_panel_returns_data_from_real_prometheus(kafka: st
     async with KubeSim(scenario(), speed=0) as sim:
         c = sim.cluster
         await sim.advance(TICK_S)
-        common = ["--bootstrap-servers", kafka, "--kubeconfig", str(sim.kubeconfig_path)]
         prom_log = tmp_path / "prometheus.log"
         with ProcessGroup() as group:
             streams, ready = add_streams_worker(group, kafka, tmp_path, env=env,
                                                 extra=["--metrics-port", str(ports["streams"]),
                                                        "--config", str(streams_config(tmp_path))])
-            group.add(ManagedProcess(
-                "collector", kubetide_argv("collector", *common, "--metrics-interval", "0.05", "--lag-interval", "1",
-                                           "--metrics-port", str(ports["collector"])),
-                tmp_path / "collector.log", env=env))
-            group.add(ManagedProcess(
-                "actuator", kubetide_argv("actuator", *common, "--metrics-port", str(ports["actuator"])),
-                tmp_path / "actuator.log", env=env))
+            add_collector(group, kafka, tmp_path, sim.kubeconfig_path, env=env,
+                          extra=["--lag-interval", "1", "--metrics-port", str(ports["collector"])])
+            add_actuator(group, kafka, tmp_path, sim.kubeconfig_path, env=env,
+                         extra=["--metrics-port", str(ports["actuator"])])
             config = {"global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                       "scrape_configs": [{"job_name": f"kubetide-{w}",
                                           "static_configs": [{"targets": [f"127.0.0.1:{ports[w]}"]}]}
