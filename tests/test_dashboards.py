@@ -7,12 +7,9 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +18,12 @@ import pytest
 import yaml
 
 from kubetide import metrics
+from tests.prometheus_support import DASHBOARD_DIR, dashboard_queries, free_port, panels, query, stop
 
 pytestmark = pytest.mark.timeout(90)
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "compose" / "grafana"
-DASHBOARD_DIR = GRAFANA / "dashboards"
 # What Grafana substitutes for $__rate_interval at a 1 s scrape interval is well under this.
 RATE_INTERVAL = "30s"
 
@@ -39,31 +36,11 @@ def _builder() -> Any:
     return module
 
 
-def _panels(items: list[dict]) -> list[dict]:
-    out = []
-    for p in items:
-        if p.get("type") == "row":
-            out.extend(_panels(p.get("panels") or []))
-        else:
-            out.append(p)
-    return out
-
-
 def _dashboards() -> dict[str, dict]:
     return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARD_DIR.glob("*.json"))}
 
 
-def _queries() -> list[tuple[str, str, str]]:
-    """(dashboard file, panel title, PromQL with Grafana's variables substituted) of every target."""
-    out = []
-    for name, dash in _dashboards().items():
-        for panel in _panels(dash["panels"]):
-            for target in panel.get("targets") or []:
-                out.append((name, panel["title"], target["expr"].replace("$__rate_interval", RATE_INTERVAL)))
-    return out
-
-
-QUERIES = _queries()
+QUERIES = [(name, title, expr) for name, title, _, expr in dashboard_queries(RATE_INTERVAL)]
 QUERY_IDS = [f"{d.removesuffix('.json')}/{title}/{i}" for i, (d, title, _) in enumerate(QUERIES)]
 
 
@@ -100,7 +77,7 @@ def test_five_dashboards_with_unique_uids_and_the_provisioned_datasource():
     ds = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
     ds_uid = ds["datasources"][0]["uid"]
     for name, dash in dashboards.items():
-        for panel in _panels(dash["panels"]):
+        for panel in panels(dash["panels"]):
             assert panel.get("targets"), f"{name}: panel {panel['title']!r} has no query"
             for t in panel["targets"]:
                 assert t["datasource"] == {"type": "prometheus", "uid": ds_uid}, f"{name}: {panel['title']}"
@@ -109,7 +86,7 @@ def test_five_dashboards_with_unique_uids_and_the_provisioned_datasource():
 
 def test_heatmap_of_node_usage_is_on_fleet_balance():
     dash = _dashboards()["fleet-balance.json"]
-    heatmaps = [p for p in _panels(dash["panels"]) if p["type"] == "heatmap"]
+    heatmaps = [p for p in panels(dash["panels"]) if p["type"] == "heatmap"]
     assert heatmaps and "kubetide_node_cpu_usage_ratio" in heatmaps[0]["targets"][0]["expr"]
 
 
@@ -135,34 +112,13 @@ def test_every_query_parses_with_promtool(tmp_path):
 
 # ---------------------------------------------------------------- against a real Prometheus
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, **params: str) -> dict:
-    with urllib.request.urlopen(f"{url}?{urllib.parse.urlencode(params)}", timeout=10) as resp:
-        return json.loads(resp.read())
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def prometheus_with_kubetide(tmp_path_factory):
     binary = shutil.which("prometheus")
     if not binary:
         pytest.skip("the prometheus binary is not installed (Debian package prometheus)")
     tmp = tmp_path_factory.mktemp("prometheus")
-    exporter_port = _free_port()
+    exporter_port = free_port()
     exporter = subprocess.Popen(
         [sys.executable, "-m", "kubetide.metrics", "--synthetic", "--host", "127.0.0.1",
          "--port", str(exporter_port), "--interval", "0.2", "--duration", "120"],
@@ -176,7 +132,7 @@ def prometheus_with_kubetide(tmp_path_factory):
                   "scrape_configs": [{"job_name": "kubetide-synthetic",
                                       "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}]}
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = _free_port()
+        port = free_port()
         server = subprocess.Popen(
             [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
              f"--web.listen-address=127.0.0.1:{port}"],
@@ -187,7 +143,7 @@ def prometheus_with_kubetide(tmp_path_factory):
         while time.monotonic() < deadline:
             assert server.poll() is None, (tmp / "prometheus.log").read_text()[-3000:]
             try:
-                res = _get(f"{url}/api/v1/query", query="count_over_time(kubetide_worker_up[1m])")
+                res = query(f"{url}/api/v1/query", query="count_over_time(kubetide_worker_up[1m])")
                 result = res["data"]["result"]
                 samples = float(result[0]["value"][1]) if result else 0.0
             except OSError:
@@ -199,13 +155,13 @@ def prometheus_with_kubetide(tmp_path_factory):
         yield url
     finally:
         if server is not None:
-            _stop(server)
-        _stop(exporter)
+            stop(server)
+        stop(exporter)
 
 
 @pytest.mark.parametrize(("dashboard", "panel", "expr"), QUERIES, ids=QUERY_IDS)
 def test_query_returns_data_from_real_prometheus(prometheus_with_kubetide, dashboard, panel, expr):
-    res = _get(f"{prometheus_with_kubetide}/api/v1/query", query=expr)
+    res = query(f"{prometheus_with_kubetide}/api/v1/query", query=expr)
     assert res["status"] == "success", f"{dashboard}/{panel}: {res}"
     result = res["data"]["result"]
     assert result, f"{dashboard}/{panel}: no data for {expr!r}"

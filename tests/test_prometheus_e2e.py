@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import math
 import os
 import shutil
-import socket
 import time
 import urllib.parse
 import urllib.request
@@ -45,12 +43,11 @@ from kubetide.codec import encode
 from kubetide.kafka import producer_config
 from kubetide.procs import ManagedProcess, ProcessGroup, add_actuator, add_collector, add_streams_worker
 from kubetide.topics import ACTIONS, ANOMALIES, CLUSTER_METRICS, DECISIONS_DESCHEDULE
+from tests.prometheus_support import dashboard_queries, free_port, query
 from tests.test_actuator_support import TopicReader
 
 pytest_plugins = ("tests.test_actuator_support",)  # fixture: kafka (a private embedded broker)
 
-ROOT = Path(__file__).resolve().parent.parent
-DASHBOARDS = ROOT / "compose" / "grafana" / "dashboards"
 TICK_S = 10
 RATE_INTERVAL = "1m"  # what $__rate_interval stands for over this short run
 # shop/api's demand: 0.3 cores, doubled for one minute of every two (from 15 s past the period's
@@ -61,24 +58,6 @@ API_POLICY = {"min_replicas": 2, "max_replicas": 4, "target_cpu_utilization": 80
 API_SELECTOR = '{namespace="shop",workload="api"}'
 FORECAST_GAUGES = ("kubetide_workload_forecast_cpu_cores", "kubetide_workload_replicas_predicted",
                    "kubetide_forecast_error_ratio")
-
-
-def _panels(items: list[dict]) -> list[dict]:
-    out = []
-    for p in items:
-        out.extend(_panels(p.get("panels") or []) if p.get("type") == "row" else [p])
-    return out
-
-
-def dashboard_queries() -> list[tuple[str, str, int, str]]:
-    """(dashboard file, panel title, target index, PromQL with Grafana's variables substituted)."""
-    out = []
-    for path in sorted(DASHBOARDS.glob("*.json")):
-        for panel in _panels(json.loads(path.read_text())["panels"]):
-            for i, target in enumerate(panel.get("targets") or []):
-                expr = target["expr"].replace("$__rate_interval", RATE_INTERVAL).replace("$__interval", "15s")
-                out.append((path.name, panel["title"], i, expr))
-    return out
 
 
 def scenario() -> dict:
@@ -144,19 +123,8 @@ def streams_config(tmp_path: Path) -> Path:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, **params: str) -> dict:
-    with urllib.request.urlopen(f"{url}?{urllib.parse.urlencode(params)}", timeout=10) as resp:
-        return json.loads(resp.read())
-
-
 def _value(prom: str, expr: str) -> float:
-    result = _get(f"{prom}/api/v1/query", query=expr)["data"]["result"]
+    result = query(f"{prom}/api/v1/query", query=expr)["data"]["result"]
     assert len(result) == 1, f"{expr}: {result}"
     return float(result[0]["value"][1])
 
@@ -222,9 +190,9 @@ async def _send_pdb_blocked_decision(bootstrap: str, sim: KubeSim) -> str:
 async def test_every_dashboard_panel_returns_data_from_real_prometheus(kafka: str, tmp_path: Path) -> None:
     binary = shutil.which("prometheus")
     assert binary, "the prometheus binary is missing: scripts/test.sh installs the Debian package prometheus"
-    queries = dashboard_queries()
+    queries = dashboard_queries(RATE_INTERVAL)
     assert len(queries) >= 40
-    ports = {w: _free_port() for w in ("collector", "streams", "actuator", "prometheus")}
+    ports = {w: free_port() for w in ("collector", "streams", "actuator", "prometheus")}
     env = {"KUBETIDE_LOG_LEVEL": "INFO"}
     started = time.monotonic()
     async with KubeSim(scenario(), speed=0) as sim:
@@ -283,13 +251,13 @@ async def test_every_dashboard_panel_returns_data_from_real_prometheus(kafka: st
             await asyncio.sleep(4)
             deadline = time.monotonic() + 15
             forecast_query = f"kubetide_workload_forecast_cpu_cores{API_SELECTOR}"
-            while not (await asyncio.to_thread(_get, f"{prom}/api/v1/query", query=forecast_query))["data"]["result"]:
+            while not (await asyncio.to_thread(query, f"{prom}/api/v1/query", query=forecast_query))["data"]["result"]:
                 assert time.monotonic() < deadline, "Prometheus did not scrape shop/api's forecast:\n" + \
                     prom_log.read_text()[-2000:]
                 await asyncio.sleep(0.5)
             results = []
             for dashboard, title, i, expr in queries:
-                res = await asyncio.to_thread(_get, f"{prom}/api/v1/query", query=expr)
+                res = await asyncio.to_thread(query, f"{prom}/api/v1/query", query=expr)
                 assert res["status"] == "success", f"{dashboard}/{title}[{i}]: {res}"
                 values = _finite(res["data"]["result"])
                 results.append((dashboard, title, i, expr, res["data"]["result"], values))
@@ -311,7 +279,7 @@ async def test_every_dashboard_panel_returns_data_from_real_prometheus(kafka: st
             for group_name in {n.group for n in c.nodes.values()}:
                 want = sum(1 for n in c.nodes.values() if n.group == group_name)
                 assert _value(prom, f'kubetide_nodegroup_nodes{{node_group="{group_name}"}}') == want
-            lagged = _get(f"{prom}/api/v1/query", query="count by (group) (kubetide_consumer_lag_messages)")
+            lagged = query(f"{prom}/api/v1/query", query="count by (group) (kubetide_consumer_lag_messages)")
             assert {r["metric"]["group"] for r in lagged["data"]["result"]} == {"kubetide-streams",
                                                                                  "kubetide-actuator"}
             hottest = max(c.nodes.values(), key=lambda n: n.usage_cpu / n.cpu)
