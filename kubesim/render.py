@@ -117,6 +117,12 @@ def node(n: Node, cluster: Cluster) -> dict:
     }
 
 
+def _spread(constraints: tuple, app: str) -> list[dict]:
+    """``topologySpreadConstraints`` over the app's own pods (the ``app`` label kubesim's scheduler counts by)."""
+    return [{"maxSkew": c.max_skew, "topologyKey": c.topology_key, "whenUnsatisfiable": c.when_unsatisfiable,
+             "labelSelector": {"matchLabels": {"app": app}}} for c in constraints]
+
+
 def pod(p: Pod, cluster: Cluster) -> dict:
     owner_api = "apps/v1"
     container_name = p.app or p.name
@@ -134,7 +140,7 @@ def pod(p: Pod, cluster: Cluster) -> dict:
         "dnsPolicy": "ClusterFirst",
         "serviceAccountName": "default",
         "schedulerName": "default-scheduler",
-        "priority": 2000001000 if p.daemon else 0,
+        "priority": 2000001000 if p.daemon else p.priority,
         "enableServiceLinks": True,
         "preemptionPolicy": "PreemptLowerPriority",
         "tolerations": [t.to_dict() for t in p.tolerations] + ([] if p.daemon else DEFAULT_TOLERATIONS),
@@ -143,6 +149,8 @@ def pod(p: Pod, cluster: Cluster) -> dict:
         spec["priorityClassName"] = "system-node-critical"
     if p.node_selector:
         spec["nodeSelector"] = dict(p.node_selector)
+    if p.spread and p.app and not p.daemon:
+        spec["topologySpreadConstraints"] = _spread(p.spread, p.app)
     if p.node_name:
         spec["nodeName"] = p.node_name
     created = ts(p.created)
@@ -225,6 +233,8 @@ def _template(d: Deployment, extra_labels: dict | None = None) -> dict:
         spec["nodeSelector"] = dict(app.node_selector)
     if app.tolerations:
         spec["tolerations"] = [t.to_dict() for t in app.tolerations]
+    if app.topology_spread:
+        spec["topologySpreadConstraints"] = _spread(app.topology_spread, d.name)
     return {"metadata": {"labels": labels}, "spec": spec}
 
 

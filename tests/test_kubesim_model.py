@@ -255,3 +255,28 @@ def test_load_aware_scheduler_places_by_measured_usage() -> None:
     assert node == coolest
     node0, _, _ = replacement(0.0)
     assert node0 == least_requested
+
+
+def test_pods_and_templates_carry_spread_constraints_and_priority() -> None:
+    """What the collector reads: the app's topologySpreadConstraints (selecting the app's own pods, as
+    kubesim's scheduler counts them) on each pod and on the Deployment's template, and a placeholder's
+    negative priority — so kubetide's ZoneSpread, zone guard and evictor see what a real API serves."""
+    from kubesim import render
+    from workers import snapshots
+
+    c = Cluster(load_scenario("elastic", seed=1))
+    app = next(a for a in c.scenario.apps if a.topology_spread)
+    pod = next(p for p in c.pods.values() if p.app == app.name)
+    want = [{"maxSkew": s.max_skew, "topologyKey": s.topology_key, "whenUnsatisfiable": s.when_unsatisfiable,
+             "labelSelector": {"matchLabels": {"app": app.name}}} for s in app.topology_spread]
+    obj = render.pod(pod, c)
+    assert obj["spec"]["topologySpreadConstraints"] == want
+    assert obj["metadata"]["labels"]["app"] == app.name
+    dep = c.deployments[(app.namespace, app.name)]
+    assert render.deployment(dep, c)["spec"]["template"]["spec"]["topologySpreadConstraints"] == want
+    snap = snapshots.pod_snapshot(obj)
+    assert [(t.max_skew, t.when_unsatisfiable, t.match_labels) for t in snap.topology_spread] == [
+        (s.max_skew, s.when_unsatisfiable, {"app": app.name}) for s in app.topology_spread]
+    placeholder = next(p for p in c.pods.values() if p.priority < 0)
+    assert render.pod(placeholder, c)["spec"]["priority"] == placeholder.priority
+    assert "topologySpreadConstraints" not in render.pod(next(p for p in c.pods.values() if p.daemon), c)["spec"]
