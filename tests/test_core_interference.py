@@ -217,6 +217,35 @@ def test_latency_explained_by_the_pods_own_load_is_not_interference() -> None:
     assert "noisy-0" in flagged(InterferenceSettings(self_load_min_score=None))
 
 
+def _shared_spike(seed: int) -> list[m.ClusterMetrics]:
+    """Two replicas of `web` share a two-minute 1.8x load spike; web-0's latency rises with its own load
+    (its CPU is the noisier measure), and a `batch` pod runs independently."""
+    rng = np.random.default_rng(seed)
+    names, apps = ["web-0", "web-1", "batch-0"], ["web", "web", "batch"]
+    out = []
+    for i in range(400):
+        load = 1.8 if 300 <= i < 312 else 1.0
+        cpu = [load * rng.lognormal(0, 0.03), load * rng.lognormal(0, 0.01), rng.uniform(0.2, 1.0)]
+        lat = [20.0 * (1 + load) * rng.lognormal(0, 0.02), 20.0 * rng.lognormal(0, 0.02), 20.0 * rng.lognormal(0, 0.02)]
+        out.append(m.ClusterMetrics(
+            ts=T0 + STEP * i, node="n", window_s=STEP, node_usage=m.Resources(cpu_cores=float(sum(cpu)), mem_bytes=1),
+            node_allocatable=m.Resources(cpu_cores=8, mem_bytes=1e10),
+            pods=m.PodSamples(namespace=["a"] * 3, name=names, app=apps, cpu_cores=cpu, mem_bytes=[1e9] * 3,
+                              cpi=[1.0] * 3, latency_ms=lat)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_neighbour_sharing_the_victims_load_is_no_antagonist(seed: int) -> None:
+    """web-1's CPU explains web-0's latency slightly better than web-0's own (a cleaner measure of the same
+    load): it moves with web-0's own CPU, so it is no suspect and the episode is web-0's own load. Without
+    the collinearity rule (collinear_max 1) web-1 is named, and planners would keep the replicas apart."""
+    msgs = _shared_spike(seed)
+    assert [a for a in run(msgs) if a.state == "open"] == []
+    named = [a for a in run(msgs, InterferenceSettings(collinear_max=1.0)) if a.state == "open"]
+    assert [(a.victim.name, a.antagonists[0].name) for a in named] == [("web-0", "web-1")]
+
+
 def test_state_is_bounded_and_pods_come_and_go() -> None:
     s = InterferenceSettings(window=20)
     st = NodeState(s)

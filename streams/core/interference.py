@@ -25,15 +25,19 @@ Per pod and metric (``cpi``, and ``latency_ms`` where the scrape has it; a value
    pod's own load does not explain it: latency rises with a pod's own CPU (queueing), and an
    antagonist's own latency rises while it is active, so a latency episode is not opened when the
    pod's own CPU correlates with its latency over the window at least ``self_load_min_score`` and at
-   least as well as any neighbour's (CPI, a per-instruction measure, is judged as is) — and
-   *clears* after
-   ``clear_after`` consecutive samples below ``clear_z`` σ (hysteresis: a marginal episode does not
-   flap). Each transition is reported once: an ``open`` anomaly, then a ``cleared`` one (same
-   episode, same antagonists). A victim that leaves the node while open is cleared with
-   ``evidence.reason = "pod-gone"``.
+   least as well as any neighbour's not following the same load (see 4; CPI, a per-instruction
+   measure, is judged as is) — and *clears* after ``clear_after`` consecutive samples below
+   ``clear_z`` σ (hysteresis: a marginal episode does not flap). Each transition is reported once:
+   an ``open`` anomaly, then a ``cleared`` one (same episode, same antagonists). A victim that
+   leaves the node while open is cleared with ``evidence.reason = "pod-gone"``.
 4. **Antagonists**: at open, every other pod on the node is scored by the Pearson correlation of its
    CPU usage with the victim's metric over the last ``window`` samples (the same scrapes); the
-   ``top`` suspects with a score ≥ ``min_score`` are named, best first.
+   ``top`` suspects with a score ≥ ``min_score`` are named, best first. A neighbour whose CPU moves
+   with the victim's own CPU (|correlation| ≥ ``collinear_max``: replicas of the same app, apps with
+   the same daily tide) is no suspect, and does not count against the own-load check of step 3: its
+   correlation with the victim's latency is the shared load's, which cannot be told apart from the
+   victim's own (before, such pairs were reported as interfering and then kept apart, which blocked
+   every move of both apps).
 
 Ids are deterministic (:func:`kubetide.models.decision_id` of node, victim, metric and the event time
 the episode opened): an episode's ``open`` and ``cleared`` messages share the id (the episode's), so
@@ -87,6 +91,7 @@ class InterferenceSettings:
     max_pods: int = 1024
     learn_every: int = 12
     self_load_min_score: float | None = 0.5  # None: latency outliers are not checked against the pod's own load
+    collinear_max: float = 0.8  # a neighbour whose CPU correlates this much with the victim's own is not a suspect
 
     def validate(self) -> None:
         if not 4 <= self.window <= 10_000:
@@ -117,6 +122,8 @@ class InterferenceSettings:
             raise ValueError("robust_every: must be >= 1")
         if self.rel_sigma_floor < 0:
             raise ValueError("rel_sigma_floor: must be >= 0")
+        if not 0 < self.collinear_max <= 1:
+            raise ValueError("collinear_max: must be in (0, 1] (1: every neighbour can be a suspect)")
         if self.top < 1:
             raise ValueError("top: must be >= 1")
         if not -1 <= self.min_score <= 1:
@@ -418,9 +425,12 @@ def _victim(state: NodeState, col: int) -> PodRef:
                   app=state.apps[col] or None)
 
 
-def cpu_correlations(state: NodeState, mi: int, col: int) -> np.ndarray | None:
-    """Pearson correlation of every co-located pod's CPU (the victim's own included) with the victim's
-    metric over the window; None with fewer than 4 measured samples."""
+Correlations = tuple[np.ndarray, np.ndarray]  # (with the victim's metric, with the victim's own CPU)
+
+
+def cpu_correlations(state: NodeState, mi: int, col: int) -> Correlations | None:
+    """Pearson correlations of every co-located pod's CPU (the victim's own included) over the window:
+    with the victim's metric, and with the victim's own CPU; None with fewer than 4 measured samples."""
     rows = state.window_rows()
     y = state.val[mi, rows, col]
     ok = ~np.isnan(y)
@@ -434,34 +444,47 @@ def cpu_correlations(state: NodeState, mi: int, col: int) -> np.ndarray | None:
         c = np.where(miss, colmean, c)
     yc = y - y.mean()
     cc = c - c.mean(axis=0)
-    den = np.sqrt((cc * cc).sum(axis=0) * (yc @ yc))
+    ss = (cc * cc).sum(axis=0)
+    own = cc[:, col]
+    den = np.sqrt(ss * (yc @ yc))
+    den_own = np.sqrt(ss * ss[col])
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (cc.T @ yc) / np.where(den > 0, den, 1.0), 0.0)
+        return (np.where(den > 0, (cc.T @ yc) / np.where(den > 0, den, 1.0), 0.0),
+                np.where(den_own > 0, (cc.T @ own) / np.where(den_own > 0, den_own, 1.0), 0.0))
 
 
-def suspects(state: NodeState, col: int, r: np.ndarray | None) -> list[Suspect]:
-    """Co-located pods ranked by ``r``, the correlation of their CPU with the victim's metric over the
-    window (:func:`cpu_correlations`)."""
+def _distinct(settings: InterferenceSettings, rc: Correlations, col: int) -> np.ndarray:
+    """Pods whose CPU does not move with the victim's own CPU (|r| < ``collinear_max``), the victim excluded:
+    a neighbour that follows the same load (replicas of the app, apps with the same tide) cannot be told
+    apart from the victim's own load, so it is neither a suspect nor a better explanation than that load."""
+    keep = np.abs(rc[1]) < settings.collinear_max
+    keep[col] = False
+    return keep
+
+
+def suspects(state: NodeState, col: int, rc: Correlations | None) -> list[Suspect]:
+    """Co-located pods ranked by the correlation of their CPU with the victim's metric over the window
+    (:func:`cpu_correlations`), those following the victim's own load left out (:func:`_distinct`)."""
     s = state.settings
-    if r is None:
+    if rc is None:
         return []
-    r = r.copy()
-    r[col] = -np.inf
+    r = np.where(_distinct(s, rc, col), rc[0], -np.inf)
     order = np.argsort(-r, kind="stable")[: s.top]
     return [Suspect(namespace=state.namespaces[j], name=state.names[j], app=state.apps[j] or None,
                     score=round(float(r[j]), 4)) for j in order if np.isfinite(r[j]) and r[j] >= s.min_score]
 
 
-def self_explained(settings: InterferenceSettings, r: np.ndarray | None, col: int) -> bool:
-    """True when the pod's own CPU explains its metric at least as well as any neighbour's (``r`` from
-    :func:`cpu_correlations`), with a correlation of at least ``self_load_min_score`` (a pod slowed by its
-    own load, not interference)."""
+def self_explained(settings: InterferenceSettings, rc: Correlations | None, col: int) -> bool:
+    """True when the pod's own CPU explains its metric at least as well as any neighbour's that does not
+    follow the same load (``rc`` from :func:`cpu_correlations`), with a correlation of at least
+    ``self_load_min_score`` (a pod slowed by its own load, not interference)."""
     thr = settings.self_load_min_score
-    if thr is None:
+    if thr is None or rc is None:
         return False
-    if r is None or not np.isfinite(r[col]) or r[col] < thr:
+    r = rc[0]
+    if not np.isfinite(r[col]) or r[col] < thr:
         return False
-    others = np.delete(r, col)
+    others = r[_distinct(settings, rc, col)]
     return bool(others.size == 0 or r[col] >= np.nanmax(others))
 
 
@@ -481,7 +504,7 @@ def episode_id(node: str, victim: PodRef, metric: str, opened_at: float) -> str:
     return decision_id("anomaly", node, victim.namespace, victim.name, metric, opened_at)
 
 
-def _opened(state: NodeState, mi: int, col: int, ts: float, r: np.ndarray | None) -> Anomaly:
+def _opened(state: NodeState, mi: int, col: int, ts: float, r: Correlations | None) -> Anomaly:
     rows = state.window_rows()
     fr = state.window_rows(state.settings.flag_window)
     flagged = fr[state.out[mi, fr, col]]
