@@ -204,6 +204,9 @@ class ClusterState:
     # Bumped by every applied event: derived indexes (``cached``) are rebuilt only after a change.
     version: int = 0
     _cache: dict[str, tuple[int, Any]] = field(default_factory=dict, repr=False)
+    # (landings signature, (workload, node) -> latest landing ts): see last_landing()
+    _landing_index: tuple[tuple[int, int, int], dict[tuple[str, str], float]] | None = \
+        field(default=None, repr=False, compare=False)
 
     def cached(self, name: str, build: Callable[[], Any]) -> Any:
         """``build()``'s value, recomputed only when an event was applied since it was last built."""
@@ -314,6 +317,20 @@ class ClusterState:
             return f"{namespace}/{pod.app}"
         return f"{namespace}/{app}" if app else None
 
+    def last_landing(self, workload: str, node: str) -> float | None:
+        """The latest ``ts`` of a landing of ``workload`` on ``node`` among :attr:`landings` (None: none). An
+        index rebuilt only when the list changed (a landing is rare; this is asked for every candidate pod)."""
+        lds = self.landings
+        sig = (len(lds), id(lds[0]) if lds else 0, id(lds[-1]) if lds else 0)
+        if self._landing_index is None or self._landing_index[0] != sig:
+            index: dict[tuple[str, str], float] = {}
+            for ld in lds:
+                k = (ld.workload, ld.node)
+                if k not in index or ld.ts > index[k]:
+                    index[k] = ld.ts
+            self._landing_index = (sig, index)
+        return self._landing_index[1].get((workload, node))
+
     def kept_apart_from(self, workload: str) -> set[str]:
         out = set()
         for a, b in self.apart:
@@ -386,7 +403,8 @@ class ClusterState:
         return snap.labels.get(topology_key)
 
     def ready_nodes(self) -> list[str]:
-        return sorted(n for n, s in self.nodes.items() if s.ready)
+        # a fresh list each call (callers may keep or change it); the sort is redone only after an event
+        return list(self.cached("ready_nodes", lambda: sorted(n for n, s in self.nodes.items() if s.ready)))
 
     def pods_on(self, node: str) -> list[tuple[Key, PodSnapshot]]:
         out = []
@@ -404,8 +422,15 @@ class ClusterState:
         return cpu, mem
 
     def pdbs_for(self, namespace: str, pod: PodSnapshot) -> list[tuple[Key, PdbSnapshot]]:
-        return [(k, b) for k, b in self.cached("pdbs_by_namespace", self._pdbs_by_namespace).get(namespace, ())
-                if all(pod.labels.get(lk) == lv for lk, lv in b.match_labels.items())]
+        # memoised per (namespace, pod labels) until the next event: most pods share their workload's labels
+        memo: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[Key, PdbSnapshot]]] = \
+            self.cached("pdbs_for", dict)
+        mk = (namespace, tuple(pod.labels.items()))
+        hit = memo.get(mk)
+        if hit is None:
+            hit = memo[mk] = [(k, b) for k, b in self.cached("pdbs_by_namespace", self._pdbs_by_namespace)
+                              .get(namespace, ()) if all(pod.labels.get(lk) == lv for lk, lv in b.match_labels.items())]
+        return list(hit)
 
     def _pdbs_by_namespace(self) -> dict[str, list[tuple[Key, PdbSnapshot]]]:
         out: dict[str, list[tuple[Key, PdbSnapshot]]] = {}
@@ -471,6 +496,25 @@ class ClusterState:
         self.apart = {p: t for p, t in self.apart.items() if now - t < g.keep_apart_s}
         self.anomalies = {i: a for i, a in self.anomalies.items() if now - a.ts < g.keep_apart_s}
         self.acted &= set(self.anomalies)
+
+
+class PerVersion:
+    """Values a planner derives from a :class:`ClusterState`'s objects, rebuilt only after an event was applied
+    to it (``state.version`` moved) or when asked about another state. Unlike :meth:`ClusterState.cached` the
+    values live with the planner (they may depend on its settings); each holds the state it was built from
+    and is compared by identity, so a different state never reads another one's value."""
+
+    def __init__(self) -> None:
+        self._hits: dict[str, tuple[ClusterState, int, Any]] = {}
+
+    def get(self, state: ClusterState, name: str, build: Callable[[], Any]) -> Any:
+        hit = self._hits.get(name)
+        if hit is None or hit[0] is not state or hit[1] != state.version:
+            hit = self._hits[name] = (state, state.version, build())
+        return hit[2]
+
+    def put(self, state: ClusterState, name: str, value: Any) -> None:
+        self._hits[name] = (state, state.version, value)
 
 
 # ---------------------------------------------------------------- pod-choice filters
@@ -700,9 +744,10 @@ class Choice:
             return "workload-cooldown"
         if now < self.state.backoff_until.get(wl, -1.0):
             return "workload-backoff"
-        if g.landing_hold_s > 0 and any(ld.workload == wl and ld.node == node and now - ld.ts <= g.landing_hold_s
-                                        for ld in self.state.landings):
-            return "recent-landing"
+        if g.landing_hold_s > 0:
+            last = self.state.last_landing(wl, node)
+            if last is not None and now - last <= g.landing_hold_s:
+                return "recent-landing"
         if self.total >= g.max_total:
             return "limit-total"
         if self.node_n[node] >= g.max_per_node:
