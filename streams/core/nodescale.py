@@ -79,7 +79,14 @@ import numpy as np
 from kubetide.config import build
 from kubetide.models import NodescaleDecision, PodSnapshot, decision_id
 from streams.core import forecast as fc
-from streams.core.state import EVICT_ANNOTATION, SAFE_TO_EVICT_ANNOTATION, ClusterState, Key, node_fit
+from streams.core.state import (
+    EVICT_ANNOTATION,
+    SAFE_TO_EVICT_ANNOTATION,
+    ClusterState,
+    Key,
+    PerVersion,
+    node_fit,
+)
 
 STRATEGY = "NodeScale"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
@@ -169,6 +176,9 @@ class History:
     sample_s: float
     n: int
     buckets: deque[tuple[int, float]] = field(default_factory=deque)
+    # the series as of the last call, keyed by (first bucket, last bucket, buckets held): only the last
+    # bucket's value can change under the same key (the open bucket's latest tick)
+    _series: tuple[tuple[int, int, int], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def add(self, ts: float, value: float) -> None:
         b = math.floor(ts / self.sample_s)
@@ -183,10 +193,15 @@ class History:
         """The samples oldest first, NaN where a bucket had no tick (never 0)."""
         if not self.buckets:
             return np.zeros(0)
-        b0 = self.buckets[0][0]
-        out = np.full(self.buckets[-1][0] - b0 + 1, np.nan)
-        for b, v in self.buckets:
-            out[b - b0] = v
+        b0, (bl, vl) = self.buckets[0][0], self.buckets[-1]
+        key = (b0, bl, len(self.buckets))
+        if self._series is None or self._series[0] != key:
+            out = np.full(bl - b0 + 1, np.nan)
+            for b, v in self.buckets:
+                out[b - b0] = v
+            self._series = (key, out)
+        out = self._series[1].copy()
+        out[-1] = vl
         return out
 
 
@@ -277,6 +292,8 @@ class NodeScaler:
         self.last_resize: dict[str, float] = {}
         self._trough: tuple[int | None, tuple[float | None, dict[str, Any]]] | None = None
         self._fc_cache: dict[tuple, dict[str, Any]] = {}
+        self._placeholder_refs = frozenset(self.placeholder_ref(g) for g in self.s.elastic_groups)
+        self._per_version = PerVersion()  # derived from the state's objects: rebuilt after an event
 
     # ------------------------------------------------------------ helpers
     def group_of(self, state: ClusterState, node: str) -> str | None:
@@ -299,10 +316,7 @@ class NodeScaler:
             return True
         if pod.workload is None:
             return False
-        for g in self.s.elastic_groups:
-            if (pod.workload.namespace, pod.workload.name) == self.placeholder_ref(g):
-                return True
-        return False
+        return (pod.workload.namespace, pod.workload.name) in self._placeholder_refs
 
     def elastic_cost(self, node: str) -> str:
         """The pod-deletion-cost for pods on an elastic node: ``elastic_deletion_cost`` minus
@@ -350,7 +364,8 @@ class NodeScaler:
             out += self._drains(state, ts, elastic)
         return out
 
-    def _observe(self, state: ClusterState, ts: float, elastic: dict[str, str]) -> None:
+    def _demand(self, state: ClusterState, elastic: dict[str, str]) -> tuple[float, float, dict[str, float]]:
+        """(total, pending, per elastic group) CPU requests of the non-placeholder, non-DaemonSet pods."""
         per_group = dict.fromkeys(self.s.elastic_groups, 0.0)
         for g in elastic.values():
             per_group.setdefault(g, 0.0)
@@ -367,6 +382,11 @@ class NodeScaler:
                 pending += cpu
             elif pod.node in elastic:
                 per_group[elastic[pod.node]] += cpu
+        return total, pending, per_group
+
+    def _observe(self, state: ClusterState, ts: float, elastic: dict[str, str]) -> None:
+        # the sums read only the state's objects (and ``elastic``, derived from its nodes): once per event
+        total, pending, per_group = self._per_version.get(state, "demand", lambda: self._demand(state, elastic))
         self.total_hist.add(ts, total)
         for g, v in per_group.items():
             self.group_hist.setdefault(g, History(self.s.sample_s, self._n)).add(ts, v + pending)
@@ -388,7 +408,10 @@ class NodeScaler:
         return out
 
     # deletion cost -------------------------------------------------------
-    def _annotations(self, state: ClusterState, ts: float, elastic: dict[str, str]) -> list[NodescaleDecision]:
+    def _cost_mismatches(self, state: ClusterState,
+                         elastic: dict[str, str]) -> list[tuple[str, str, str | None, list[Key]]]:
+        """Per node with pods (sorted): (node, group, wanted cost, the annotatable pods whose
+        pod-deletion-cost differs from it, in ``pods_on`` order); only the nodes with such pods."""
         out = []
         fx_cost = None if self.s.fixed_deletion_cost is None else str(self.s.fixed_deletion_cost)
         for node in sorted(state.pods_by_node):
@@ -397,15 +420,30 @@ class NodeScaler:
                 continue
             want = self.elastic_cost(node) if node in elastic else fx_cost
             group = elastic.get(node) or snap.node_group or ""
-            todo = []
+            keys = []
             for key, pod in state.pods_on(node):
                 if pod.phase != "Running" or pod.workload is None or pod.workload.kind not in ("ReplicaSet",
                                                                                                "Deployment"):
                     continue
                 if key[0] in self.s.protected_namespaces or self.is_placeholder(key, pod):
                     continue
-                if pod.annotations.get(DELETION_COST) != want and self._fresh(("cost", key, node, want), ts):
-                    todo.append(f"{key[0]}/{key[1]}")
+                if pod.annotations.get(DELETION_COST) != want:
+                    keys.append(key)
+            if keys:
+                out.append((node, group, want, keys))
+        return out
+
+    def _annotations(self, state: ClusterState, ts: float, elastic: dict[str, str]) -> list[NodescaleDecision]:
+        out = []
+        # what differs reads only the state's objects and the join ranks (which change only with its nodes)
+        ranks = tuple(sorted(self.join_seq.items()))
+        ranked, mismatches = self._per_version.get(state, "cost",
+                                                   lambda: (ranks, self._cost_mismatches(state, elastic)))
+        if ranked != ranks:
+            mismatches = self._cost_mismatches(state, elastic)
+            self._per_version.put(state, "cost", (ranks, mismatches))
+        for node, group, want, keys in mismatches:
+            todo = [f"{key[0]}/{key[1]}" for key in keys if self._fresh(("cost", key, node, want), ts)]
             for i in range(0, len(todo), self.s.max_pods_per_annotation):
                 chunk = todo[i:i + self.s.max_pods_per_annotation]
                 kind = "elastic" if node in elastic else "fixed"
@@ -496,8 +534,8 @@ class NodeScaler:
             left = [(k, p) for k, p in state.pods_on(n) if not _daemon(p)]
             if left and self._fresh(("drain", n), ts):
                 out.append(self._drain(ts, g, n, left, "continue the drain of cordoned node"))
-        pending = any(not p.node and p.phase == "Pending" and not self.is_placeholder(k, p)
-                      for k, p in state.pods.items())
+        pending = self._per_version.get(state, "pending", lambda: any(
+            not p.node and p.phase == "Pending" and not self.is_placeholder(k, p) for k, p in state.pods.items()))
         if pending:
             return out
         total = self.total_hist.series()
