@@ -55,7 +55,7 @@ import numpy as np
 from kubetide.models import AppMetric, AutoscaleDecision, WorkloadRef
 from streams.core import autoscale as asc
 from streams.core import hpa
-from streams.core.state import ClusterState
+from streams.core.state import ClusterState, PerVersion
 
 SELECT_LABEL = "kubetide.io/autoscale"
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
@@ -191,6 +191,18 @@ class Observed:
     max_skew: int
 
 
+@dataclass
+class _Prepared:
+    """One workload's part of :class:`Observed` that reads only the state's objects (see ``Autoscaler._prepare``).
+    ``rows``: per Running pod on a node, (key, node, ready, created_at or 0, zone, zone known from the events)."""
+
+    replicas: int
+    request_cores: float
+    rows: list[tuple[tuple[str, str], str, bool, float, str | None, bool]]
+    zones: list[str]
+    max_skew: int
+
+
 def scale_in_pods(pods_by_zone: Mapping[str, list[tuple[int, float, str]]], n: int) -> list[str]:
     """The ``n`` pods to remove first so the zone skew never grows: each time one from the zone with most
     pods (ties: zone name), within it not-ready before ready, then the newest, then by name."""
@@ -216,6 +228,7 @@ class Autoscaler:
         self.workloads: dict[str, WorkloadState] = {}
         self.metrics: dict[tuple[str, str, str], dict[tuple[tuple[str, str], ...], tuple[float, float]]] = {}
         self.evidence: dict[str, dict[str, Any]] = {}  # the last round's evidence per workload (for tests, UIs)
+        self._per_version = PerVersion()
 
     # ------------------------------------------------------------ inputs
     def apply_metric(self, m: AppMetric) -> None:
@@ -245,16 +258,21 @@ class Autoscaler:
     def observe(state: ClusterState, namespace: str, name: str,
                 pods: list[tuple[tuple[str, str], Any]] | None = None) -> Observed | None:
         """The workload's aggregates this tick (``pods``: its pods when the caller indexed them already)."""
+        prep = Autoscaler._prepare(state, namespace, name, pods, _zones(state))
+        return None if prep is None else Autoscaler._measure(state, prep)
+
+    @staticmethod
+    def _prepare(state: ClusterState, namespace: str, name: str, pods: list[tuple[tuple[str, str], Any]] | None,
+                 zones: list[str]) -> _Prepared | None:
+        """What :meth:`observe` reads from the state's objects only (the same until the next event): the
+        Deployment's replicas and request, its Running pods on a node, their readiness and zones."""
         dep = state.deployments.get((namespace, name))
         if dep is None:
             return None
         key = f"{namespace}/{name}"
         if pods is None:
             pods = list(state.pods.items())
-        cpu: list[float] = []
-        ready: list[bool] = []
-        zone_usage: dict[str, float] = {}
-        by_zone: dict[str, list[tuple[int, float, str]]] = {z: [] for z in _zones(state)}
+        rows: list[tuple[tuple[str, str], str, bool, float, str | None, bool]] = []
         req = dep.pod_requests.cpu_cores if dep.pod_requests is not None else 0.0
         for (ns, pname), pod in pods:
             if ns != namespace or pod.workload is None or pod.workload.key != key:
@@ -263,14 +281,30 @@ class Autoscaler:
                 continue
             if req <= 0:
                 req = pod.requests.cpu_cores
-            smp = state.sample(pod.node)
-            use = smp.pods.get((ns, pname)) if smp is not None else None
+            # a node not (yet) known from the events takes the zone of its latest scrape: asked each tick
+            known = pod.node in state.nodes
+            rows.append(((ns, pname), pod.node, bool(pod.ready), pod.created_at or 0.0,
+                         state.zone_of(pod.node) if known else None, known))
+        skews = [c.max_skew for c in dep.topology_spread if c.topology_key in ("topology.kubernetes.io/zone",)]
+        return _Prepared(dep.replicas, req, rows, zones, min(skews) if skews else 1)
+
+    @staticmethod
+    def _measure(state: ClusterState, prep: _Prepared) -> Observed:
+        """The tick's usage of the prepared pods (from the tick's samples) → :class:`Observed`."""
+        cpu: list[float] = []
+        ready: list[bool] = []
+        zone_usage: dict[str, float] = {}
+        by_zone: dict[str, list[tuple[int, float, str]]] = {z: [] for z in prep.zones}
+        for key, node, rdy, created, zone, known in prep.rows:
+            smp = state.sample(node)
+            use = smp.pods.get(key) if smp is not None else None
             c = float(use[0]) if use is not None else math.nan
             cpu.append(c)
-            ready.append(bool(pod.ready))
-            zone = state.zone_of(pod.node)
+            ready.append(rdy)
+            if not known:
+                zone = state.zone_of(node)
             if zone is not None:
-                by_zone.setdefault(zone, []).append((1 if pod.ready else 0, pod.created_at or 0.0, pname))
+                by_zone.setdefault(zone, []).append((1 if rdy else 0, created, key[1]))
                 if math.isfinite(c):
                     zone_usage[zone] = zone_usage.get(zone, 0.0) + c
         arr = np.array(cpu, dtype=float)
@@ -283,32 +317,27 @@ class Autoscaler:
             total = float(arr[present].mean() * len(arr))
         else:
             total = math.nan
-        skews = [c.max_skew for c in dep.topology_spread if c.topology_key in ("topology.kubernetes.io/zone",)]
-        return Observed(dep.replicas, req, total, arr, np.array(ready, dtype=bool), zone_usage, by_zone,
-                        min(skews) if skews else 1)
+        return Observed(prep.replicas, prep.request_cores, total, arr, np.array(ready, dtype=bool), zone_usage,
+                        by_zone, prep.max_skew)
 
     # ------------------------------------------------------------ one round
     def plan(self, state: ClusterState, ts: float) -> list[AutoscaleDecision]:
         s = self.settings
         out: list[AutoscaleDecision] = []
         cap = round(s.history_s / s.interval_s)
-        chosen = [(ns, name, policy) for (ns, name), dep in sorted(state.deployments.items())
-                  if (policy := s.policy_for(f"{ns}/{name}", dep.labels)) is not None]
+        # the workloads, their policies and what they read from the state's objects change only with an event
+        chosen, prepared = self._per_version.get(state, "prepared", lambda: self._prepare_all(state))
         keep = {f"{ns}/{name}" for ns, name, _ in chosen}
         for gone in [k for k in self.workloads if k not in keep]:  # deleted or no longer selected: forget
             del self.workloads[gone]
             self.evidence.pop(gone, None)
         if not chosen:
             return out
-        by_wl: dict[str, list[tuple[tuple[str, str], Any]]] = {}
-        for k, pod in state.pods.items():
-            if pod.workload is not None:
-                by_wl.setdefault(pod.workload.key, []).append((k, pod))
-        for ns, name, policy in chosen:
+        for (ns, name, policy), prep in zip(chosen, prepared, strict=True):
             key = f"{ns}/{name}"
-            obs = self.observe(state, ns, name, by_wl.get(key, []))
-            if obs is None:
+            if prep is None:
                 continue
+            obs = self._measure(state, prep)
             ws = self.workloads.get(key)
             if ws is None:
                 ws = self.workloads[key] = WorkloadState(History(s.interval_s, cap))
@@ -320,6 +349,20 @@ class Autoscaler:
             if d is not None:
                 out.append(d)
         return out
+
+    def _prepare_all(self, state: ClusterState) -> tuple[list[tuple[str, str, asc.AutoscalePolicy]],
+                                                          list[_Prepared | None]]:
+        s = self.settings
+        chosen = [(ns, name, policy) for (ns, name), dep in sorted(state.deployments.items())
+                  if (policy := s.policy_for(f"{ns}/{name}", dep.labels)) is not None]
+        if not chosen:
+            return chosen, []
+        by_wl: dict[str, list[tuple[tuple[str, str], Any]]] = {}
+        for k, pod in state.pods.items():
+            if pod.workload is not None:
+                by_wl.setdefault(pod.workload.key, []).append((k, pod))
+        zones = _zones(state)
+        return chosen, [self._prepare(state, ns, name, by_wl.get(f"{ns}/{name}", []), zones) for ns, name, _ in chosen]
 
     def _prediction(self, ws: WorkloadState, policy: asc.AutoscalePolicy, ts: float) -> asc.PredictiveFit | None:
         p = policy.predictive
