@@ -407,19 +407,35 @@ class ClusterState:
         return list(self.cached("ready_nodes", lambda: sorted(n for n, s in self.nodes.items() if s.ready)))
 
     def pods_on(self, node: str) -> list[tuple[Key, PodSnapshot]]:
-        out = []
-        for k in sorted(self.pods_by_node.get(node, ())):
-            p = self.pods[k]
-            if p.phase in ("Running", "Pending"):
-                out.append((k, p))
-        return out
+        # a fresh list each call; the node's sorted pods are memoised until the next event
+        memo: dict[str, list[tuple[Key, PodSnapshot]]] = self.cached("pods_on", dict)
+        hit = memo.get(node)
+        if hit is None:
+            hit = memo[node] = []
+            for k in sorted(self.pods_by_node.get(node, ())):
+                p = self.pods[k]
+                if p.phase in ("Running", "Pending"):
+                    hit.append((k, p))
+        return list(hit)
+
+    def workloads_on(self, node: str) -> frozenset[str]:
+        """The workload keys of the node's Running / Pending pods (:meth:`pods_on`), memoised until the next event."""
+        memo: dict[str, frozenset[str]] = self.cached("workloads_on", dict)
+        hit = memo.get(node)
+        if hit is None:
+            hit = memo[node] = frozenset(p.workload.key for _, p in self.pods_on(node) if p.workload is not None)
+        return hit
 
     def requested_on(self, node: str) -> tuple[float, float]:
-        cpu = mem = 0.0
-        for _, p in self.pods_on(node):
-            cpu += p.requests.cpu_cores
-            mem += p.requests.mem_bytes
-        return cpu, mem
+        memo: dict[str, tuple[float, float]] = self.cached("requested_on", dict)  # until the next event
+        hit = memo.get(node)
+        if hit is None:
+            cpu = mem = 0.0
+            for _, p in self.pods_on(node):
+                cpu += p.requests.cpu_cores
+                mem += p.requests.mem_bytes
+            hit = memo[node] = (cpu, mem)
+        return hit
 
     def pdbs_for(self, namespace: str, pod: PodSnapshot) -> list[tuple[Key, PdbSnapshot]]:
         # memoised per (namespace, pod labels) until the next event: most pods share their workload's labels
@@ -719,6 +735,7 @@ class Choice:
                 self._add(mv.to_node, mv.requests, mv.usage)
         self._by_wl: dict[str, list[tuple[Key, PodSnapshot]]] | None = None
         self.spread_cache: dict = {}  # spread counts for the current `moved` (cleared by take)
+        self._apart: dict[str, set[str]] | None = None  # workload -> workloads kept apart from it (lazily)
 
     def _add(self, node: str, req: tuple[float, float], use: tuple[float, float]) -> None:
         r, u = self.req.get(node, (0.0, 0.0)), self.use.get(node, (0.0, 0.0))
@@ -763,7 +780,7 @@ class Choice:
                 nodes: list[str] | None = None) -> list[Target]:
         """Nodes the pod could move to, best (lowest CPU after) first; empty = nowhere to go."""
         st = self.state
-        apart = st.kept_apart_from(pod.workload.key) if pod.workload is not None else set()
+        apart = self.kept_apart_from(pod.workload.key) if pod.workload is not None else set()
         max_cpu = self.g.hot_cpu_pct if max_cpu_pct is None else max_cpu_pct
         out = []
         for n in (st.ready_nodes() if nodes is None else nodes):
@@ -787,10 +804,21 @@ class Choice:
         out.sort(key=lambda t: (t.cpu_pct_after, t.node))
         return out
 
+    def kept_apart_from(self, workload: str) -> set[str]:
+        """:meth:`ClusterState.kept_apart_from`, from an index of the state's pairs built once per choice (the
+        pairs change only with anomalies and pruning, never while a strategy plans)."""
+        if self._apart is None:
+            self._apart = {}
+            for a, b in self.state.apart:
+                self._apart.setdefault(a, set()).add(b)
+                self._apart.setdefault(b, set()).add(a)
+        return set(self._apart.get(workload, ()))
+
     def _hosts(self, node: str, workloads: set[str]) -> bool:
-        for k, p in self.state.pods_on(node):
-            if p.workload is not None and p.workload.key in workloads and self.moved.get(k, node) == node:
-                return True
+        if not workloads.isdisjoint(self.state.workloads_on(node)):
+            for k, p in self.state.pods_on(node):
+                if p.workload is not None and p.workload.key in workloads and self.moved.get(k, node) == node:
+                    return True
         for k, to in self.moved.items():
             p = self.state.pods.get(k)
             if to == node and p is not None and p.workload is not None and p.workload.key in workloads:
