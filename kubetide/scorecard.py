@@ -167,19 +167,29 @@ def interference_scores(episodes: Sequence[Episode], findings: Sequence[Finding]
       a true antagonist first — one of the antagonists of the episodes that finding matches (two
       antagonists active together on a node both harm its victims); None when no episode was matched.
     """
+    # _matches needs the same node and victim: compare only within those groups (the original orders kept),
+    # not every finding with every episode (quadratic in the run's length)
+    eps: dict[tuple[str, str], list[Episode]] = {}
+    for e in episodes:
+        eps.setdefault((e.node, e.victim), []).append(e)
+    fnd: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        fnd.setdefault((f.node, f.victim), []).append(f)
     precision = None
     if findings:
-        precision = sum(1 for f in findings if any(_matches(f, e, slack_s) for e in episodes)) / len(findings)
+        precision = sum(1 for f in findings
+                        if any(_matches(f, e, slack_s) for e in eps.get((f.node, f.victim), ()))) / len(findings)
     recall = top1 = None
     if episodes:
         matched = 0
         right = 0
         for e in episodes:
-            fs = sorted((f for f in findings if _matches(f, e, slack_s)), key=lambda f: f.ts)
+            fs = sorted((f for f in fnd.get((e.node, e.victim), ()) if _matches(f, e, slack_s)), key=lambda f: f.ts)
             if fs:
                 matched += 1
                 first = fs[0]
-                true = {a for x in episodes if _matches(first, x, slack_s) for a in x.antagonists}
+                true = {a for x in eps.get((first.node, first.victim), ()) if _matches(first, x, slack_s)
+                        for a in x.antagonists}
                 if first.antagonists and first.antagonists[0] in true:
                     right += 1
         recall = matched / len(episodes)

@@ -52,10 +52,13 @@ def plan(state: ClusterState, s: InterferenceSettings) -> list[DescheduleDecisio
         return []
     choice = Choice(state)
     decisions: list[DescheduleDecision] = []
-    for a in sorted(state.anomalies.values(), key=lambda x: (x.ts, x.id)):
+    # anomalies are kept for the guard's keep_apart_s (a day) but act only within max_anomaly_age_s: sort
+    # only those (the same order among them as sorting all, and the others were skipped anyway)
+    recent = [a for a in state.anomalies.values() if now - a.ts <= s.max_anomaly_age_s]
+    for a in sorted(recent, key=lambda x: (x.ts, x.id)):
         if len(decisions) >= s.max_evictions_per_tick:
             break
-        if a.id in state.acted or a.severity < s.min_severity or now - a.ts > s.max_anomaly_age_s:
+        if a.id in state.acted or a.severity < s.min_severity:
             continue
         victim_key = (a.victim.namespace, a.victim.name)
         victim = state.pods.get(victim_key)
