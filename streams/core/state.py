@@ -495,23 +495,32 @@ class ClusterState:
     def prune_decisions(self, now: float, keep_s: float) -> None:
         """Forget decisions older than ``keep_s`` (bounded memory; call with the longest cooldown),
         and guard entries that no rule reads any more."""
-        self.last_decision_node = {k: t for k, t in self.last_decision_node.items() if now - t < keep_s}
-        self.last_decision_pod = {k: t for k, t in self.last_decision_pod.items() if now - t < keep_s}
+        self.last_decision_node = _recent(self.last_decision_node, now, keep_s)
+        self.last_decision_pod = _recent(self.last_decision_pod, now, keep_s)
         g = self.guard
         while self.moves and now - self.moves[0].made_at >= g.window_s:
             self.moves.popleft()
-        self.last_move_pod = {k: t for k, t in self.last_move_pod.items() if now - t < g.pod_cooldown_s}
-        self.last_move_workload = {k: t for k, t in self.last_move_workload.items()
-                                   if now - t < max(g.workload_cooldown_s, g.window_s)}
+        self.last_move_pod = _recent(self.last_move_pod, now, g.pod_cooldown_s)
+        self.last_move_workload = _recent(self.last_move_workload, now, max(g.workload_cooldown_s, g.window_s))
         self.pending = {w: kept for w, mvs in self.pending.items()
                         if (kept := [mv for mv in mvs if now - mv.made_at <= g.replacement_window_s])}
         # A workload's backoff level is forgiven once it has stayed out of backoff for backoff_max_s.
         for w in [w for w, t in self.backoff_until.items() if now >= t + g.backoff_max_s]:
             del self.backoff_until[w]
             self.backoff_level.pop(w, None)
-        self.apart = {p: t for p, t in self.apart.items() if now - t < g.keep_apart_s}
-        self.anomalies = {i: a for i, a in self.anomalies.items() if now - a.ts < g.keep_apart_s}
-        self.acted &= set(self.anomalies)
+        # (called every tick; the pairs and anomalies are kept for a day: rebuilt only when one expires)
+        self.apart = _recent(self.apart, now, g.keep_apart_s)
+        if self.anomalies and now - min(a.ts for a in self.anomalies.values()) >= g.keep_apart_s:
+            self.anomalies = {i: a for i, a in self.anomalies.items() if now - a.ts < g.keep_apart_s}
+        if any(i not in self.anomalies for i in self.acted):
+            self.acted &= set(self.anomalies)
+
+
+def _recent(d: dict[Any, float], now: float, keep_s: float) -> dict[Any, float]:
+    """``{k: t for k, t in d.items() if now - t < keep_s}``: ``d`` itself when no entry is that old."""
+    if d and now - min(d.values()) >= keep_s:
+        return {k: t for k, t in d.items() if now - t < keep_s}
+    return d
 
 
 class PerVersion:
