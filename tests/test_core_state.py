@@ -199,3 +199,39 @@ def test_pod_usage_history_zone_and_record() -> None:
     assert [m_.workload for m_ in st.pending["shop/web"]] == ["shop/web"]
     st.apply_tick(T0 + 50, {})
     assert st.planned == {}  # a new tick starts with no planned moves
+
+
+# ---------------------------------------------------------------- derived indexes follow the events
+
+def test_memoised_views_follow_every_event() -> None:
+    st = state_of(node_ev("a"), node_ev("b"), pod_ev("shop", "web-1", "a", cpu=1.0),
+                  pdb_ev("shop", "web", {"app": "web"}, 1))
+    web1 = st.pods[("shop", "web-1")]
+    assert st.ready_nodes() == ["a", "b"] and st.requested_on("a")[0] == 1.0 and st.workloads_on("a") == {"shop/web"}
+    assert [k for k, _ in st.pdbs_for("shop", web1)] == [("shop", "web")]
+    st.ready_nodes().append("x")  # callers get a fresh list each time
+    st.pods_on("a").clear()
+    assert st.ready_nodes() == ["a", "b"] and len(st.pods_on("a")) == 1
+    st.apply_event(pod_ev("shop", "web-2", "a", cpu=2.0))
+    st.apply_event(pod_ev("batch", "job-1", "a", app="job", cpu=0.5))
+    st.apply_event(node_ev("b", ready=False, type="MODIFIED"))
+    st.apply_event(pdb_ev("shop", "web", {"app": "web"}, 0, type="MODIFIED"))
+    assert [k for k, _ in st.pods_on("a")] == [("batch", "job-1"), ("shop", "web-1"), ("shop", "web-2")]
+    assert st.requested_on("a")[0] == 3.5 and st.workloads_on("a") == {"shop/web", "batch/job"}
+    assert st.ready_nodes() == ["a"]
+    assert st.pdbs_for("shop", web1)[0][1].disruptions_allowed == 0
+    st.apply_event(pod_ev("shop", "web-2", "a", type="DELETED"))
+    assert st.requested_on("a")[0] == 1.5
+
+
+def test_last_landing_is_the_latest_among_the_kept_landings() -> None:
+    from streams.core.state import Landing
+
+    st = ClusterState()
+    assert st.last_landing("shop/web", "a") is None
+    st.landings.append(Landing(10.0, "shop/web", ("shop", "w1"), ("shop", "w2"), "b", "a", False))
+    st.landings.append(Landing(30.0, "shop/web", ("shop", "w3"), ("shop", "w4"), "b", "a", False))
+    st.landings.append(Landing(20.0, "shop/web", ("shop", "w5"), ("shop", "w6"), "a", "b", True))
+    assert st.last_landing("shop/web", "a") == 30.0 and st.last_landing("shop/web", "b") == 20.0
+    del st.landings[:2]  # dropped from the front (the state keeps the last 1000)
+    assert st.last_landing("shop/web", "a") is None and st.last_landing("shop/web", "b") == 20.0

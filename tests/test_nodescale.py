@@ -378,3 +378,27 @@ def test_forecast_is_refitted_only_every_forecast_interval() -> None:
     assert cache["f"] is not fitted and cache["n"] == 310  # refitted after forecast_interval_s
     fresh, _ = predicted_max(hist[:300], s, 300.0)
     assert first == pytest.approx(fresh)
+
+
+def test_history_series_equals_a_fresh_build_after_every_add() -> None:
+    """The series array is reused while only the open bucket's value changes; it must always equal the
+    array built from the buckets from scratch (gaps NaN, old buckets dropped)."""
+    from streams.core.nodescale import History
+
+    def fresh(h: History) -> np.ndarray:
+        b0 = h.buckets[0][0]
+        out = np.full(h.buckets[-1][0] - b0 + 1, np.nan)
+        for b, v in h.buckets:
+            out[b - b0] = v
+        return out
+
+    h = History(60.0, 8)
+    rng = np.random.default_rng(3)
+    ts = 0.0
+    for _ in range(200):
+        ts += float(rng.choice([10.0, 10.0, 10.0, 130.0]))  # mostly within a bucket, sometimes skipping some
+        h.add(ts, float(rng.uniform(0, 10)))
+        s = h.series()
+        np.testing.assert_array_equal(s, fresh(h))
+        s[:] = -1.0  # a caller changing its copy changes nothing
+        np.testing.assert_array_equal(h.series(), fresh(h))

@@ -122,3 +122,34 @@ def test_periodicity_scores() -> None:
     assert none == 0.5
     assert sc.periodicity_scores({"a": True}, {}) == (0.0, None)  # no profile = no period found
     assert sc.periodicity_scores({}, {}) == (None, None)
+
+
+def test_interference_scores_equal_the_all_pairs_definition() -> None:
+    """Grouping by (node, victim) gives exactly what comparing every finding with every episode does."""
+    rng = np.random.default_rng(7)
+
+    def brute(eps: list[sc.Episode], fs: list[sc.Finding], slack: float) -> tuple:
+        m = sc._matches
+        prec = sum(1 for f in fs if any(m(f, e, slack) for e in eps)) / len(fs) if fs else None
+        if not eps:
+            return prec, None, None
+        matched = right = 0
+        for e in eps:
+            hits = sorted((f for f in fs if m(f, e, slack)), key=lambda f: f.ts)
+            if hits:
+                matched += 1
+                true = {a for x in eps if m(hits[0], x, slack) for a in x.antagonists}
+                right += bool(hits[0].antagonists and hits[0].antagonists[0] in true)
+        return prec, matched / len(eps), right / matched if matched else None
+
+    for _ in range(200):
+        nodes, victims, ants = ["n1", "n2", "n3"], ["web", "api"], ["a", "b", "c"]
+        eps = [sc.Episode(str(rng.choice(nodes)), str(rng.choice(victims)),
+                          tuple(str(a) for a in rng.choice(ants, size=int(rng.integers(0, 3)), replace=False)),
+                          t0 := float(rng.uniform(0, 100)), t0 + float(rng.uniform(0, 30)))
+               for _ in range(int(rng.integers(0, 12)))]
+        fs = [sc.Finding(float(rng.integers(0, 130)), str(rng.choice(nodes)), str(rng.choice(victims)),
+                         tuple(str(a) for a in rng.choice(ants, size=int(rng.integers(0, 3)), replace=False)))
+              for _ in range(int(rng.integers(0, 25)))]
+        slack = float(rng.choice([0.0, 10.0]))
+        assert sc.interference_scores(eps, fs, slack) == brute(eps, fs, slack)
