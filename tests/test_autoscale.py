@@ -144,6 +144,27 @@ def test_scale_down_is_stabilised():
     assert d is not None and d.desired_replicas == 5
 
 
+def test_trusted_forecast_shortens_scale_down_stabilisation():
+    hist, now = _diurnal_history()
+    seeded = HpaState(recommendations=((now - 120, 30),), started=True)  # a spike's count, 2 min ago
+
+    def run(**pred):
+        pol = AutoscalePolicy(max_replicas=50, predictive=PredictiveTrigger(prediction_window_s=600, **pred))
+        return step(seeded, pol, _obs(current_replicas=30, now=now, cpu_history=hist,
+                                      pod_cpu_cores=np.full(30, 0.1), pod_ready=np.ones(30, dtype=bool)))
+
+    _, d, ev = run()  # default: 60 s while the forecast is trusted
+    assert ev["predictive_status"] == "ok" and ev["scale_down_window_s"] == 60
+    assert d is not None and d.desired_replicas == ev["replicas.predictive"] < 30
+    _, d, ev = run(scale_down_stabilization_s=None)  # the behaviour's 300 s
+    assert d is None and ev["hpa_reason"] == "ScaleDownStabilized" and "scale_down_window_s" not in ev
+    _, d, ev = run(max_error=0.001)  # forecast not trusted: the reactive 5 waits for the behaviour's window
+    assert ev["predictive_status"].startswith("fallback") and "scale_down_window_s" not in ev
+    assert ev["replicas.reactive"] == 5 and d is None and ev["hpa_reason"] == "ScaleDownStabilized"
+    with pytest.raises(ValueError, match="scale_down_stabilization_s"):
+        PredictiveTrigger(scale_down_stabilization_s=-1).validate()
+
+
 def test_zone_shares():
     assert zone_shares({}) == {}
     assert zone_shares({"a": 1, "b": 1}) == {"a": 0.5, "b": 0.5}

@@ -121,6 +121,18 @@ def test_stabilization_window_keeps_max_recent_recommendation():
     assert r.desired == 4
 
 
+def test_scale_down_window_override_is_per_sync_and_keeps_history():
+    st_, r = step(HpaState(), 0, 10, [10], S)
+    st_, r = step(st_, 60, 10, [4], S, scale_down_window_s=30)
+    assert r.desired == 4  # the 10 of t=0 is older than the 30 s override
+    # without the override the configured 300 s window applies again: the recommendations it covers were kept
+    st_, r = step(HpaState(), 0, 10, [10], S)
+    st_, r = step(st_, 60, 10, [6], S, scale_down_window_s=30)
+    assert r.desired == 6
+    st_, r = step(st_, 90, 6, [4], S)
+    assert r.desired == 6 and r.reason == "ScaleDownStabilized"  # the 6 of t=60 (and the 10) are in 300 s
+
+
 def test_up_stabilization_window():
     s = HpaSettings(1, 50, behavior=HpaBehavior(scale_up=HpaScalingRules(60, "Max", (HpaPolicy("Pods", 100, 15),))))
     st_, r = step(HpaState(), 0, 5, [5], s)

@@ -26,7 +26,9 @@ Triggers, each proposing a replica count (``None`` = no opinion or no data):
   steps aside, with the reason in the evidence, when the history is not periodic, too short, has no
   recent sample, or the forecast's backtest error (WAPE, also published) is above ``max_error`` — the
   reactive trigger then decides alone. The fit (:func:`fit_predictive`) may be computed earlier and
-  passed in ``WorkloadObservation.prediction`` (the tick planner refits every few minutes);
+  passed in ``WorkloadObservation.prediction`` (the tick planner refits every few minutes). While the
+  forecast is trusted the scale-down stabilisation window is at most ``scale_down_stabilization_s``
+  (:func:`scale_down_window`);
 - **metric** — ``ceil(value / target_per_replica)`` (external metric ``averageValue``, with the
   HPA tolerance) from the latest ``app.metrics`` value; a value older than ``max_age_s`` is missing
   (never read as 0);
@@ -68,6 +70,10 @@ class PredictiveTrigger:
     min_confidence: float = 0.3
     history_s: float = 14 * 86400.0  # use at most this much history
     method: str = "auto"
+    # while the forecast is trusted (status ok), the scale-down stabilisation window is at most this long:
+    # the forecast maximum over the prediction window already keeps what the next minutes need, so the
+    # behaviour's (longer) window would only keep a past spike's replicas; None = the behaviour's window
+    scale_down_stabilization_s: float | None = 60.0
 
     def validate(self) -> None:
         if self.prediction_window_s <= 0:
@@ -82,6 +88,8 @@ class PredictiveTrigger:
             raise ValueError("history_s: must be > 0")
         if self.method not in fc.METHODS:
             raise ValueError(f"method: must be one of {', '.join(fc.METHODS)}")
+        if self.scale_down_stabilization_s is not None and not 0 <= self.scale_down_stabilization_s <= 3600:
+            raise ValueError("scale_down_stabilization_s: must be in [0, 3600]")
 
 
 @dataclass(frozen=True)
@@ -327,12 +335,26 @@ def _num(v: float | None) -> float | None:
     return None if v is None or not math.isfinite(v) else round(float(v), 6)
 
 
+def scale_down_window(policy: AutoscalePolicy, pred: PredictiveResult) -> float | None:
+    """The scale-down stabilisation window of this round when it differs from the behaviour's: the predictive
+    trigger's ``scale_down_stabilization_s`` while its forecast is trusted and proposes a count, else None."""
+    p = policy.predictive
+    configured = float(policy.behavior.scale_down.stabilization_window_seconds)
+    if not p.enabled or p.scale_down_stabilization_s is None or pred.replicas is None or pred.status != "ok":
+        return None
+    w = float(p.scale_down_stabilization_s)
+    return w if w < configured else None
+
+
 def step(state: hpa.HpaState, policy: AutoscalePolicy,
          obs: WorkloadObservation) -> tuple[hpa.HpaState, AutoscaleDecision | None, dict[str, Any]]:
     """One planning round: (new HPA state, a decision when the replica count should change, evidence)."""
     triggers, pred = evaluate_triggers(policy, obs)
     proposals = [t.replicas for t in triggers]
-    new_state, res = hpa.step(state, obs.now, obs.current_replicas, proposals, policy.hpa_settings())
+    settings = policy.hpa_settings()
+    down_window = scale_down_window(policy, pred)
+    new_state, res = hpa.step(state, obs.now, obs.current_replicas, proposals, settings,
+                              scale_down_window_s=down_window)
     valid = [t for t in triggers if t.replicas is not None]
     winner = max(valid, key=lambda t: t.replicas) if valid else None  # first of the highest (cron, metric, …)
     evidence: dict[str, Any] = {
@@ -340,6 +362,7 @@ def step(state: hpa.HpaState, policy: AutoscalePolicy,
         "desired_replicas": res.desired,
         "hpa_reason": res.reason,
         "predictive_status": pred.status,
+        "scale_down_window_s": _num(down_window),
         "forecast_peak_cores": _num(pred.peak_cores),
         "forecast_error": _num(pred.error),
         "forecast_method": pred.method or None,

@@ -289,8 +289,12 @@ def _record_event(state: HpaState, now: float, current: int, desired: int) -> Hp
 
 
 def step(state: HpaState, now: float, current_replicas: int, proposals: Sequence[int | None] | int | None,
-         settings: HpaSettings) -> tuple[HpaState, HpaStep]:
-    """One HPA sync at event time ``now``: (new state, desired replicas with the reason)."""
+         settings: HpaSettings, *, scale_down_window_s: float | None = None) -> tuple[HpaState, HpaStep]:
+    """One HPA sync at event time ``now``: (new state, desired replicas with the reason).
+
+    ``scale_down_window_s`` replaces ``behavior.scale_down.stabilization_window_seconds`` for this sync
+    only (a caller that knows more than the HPA, e.g. a trusted forecast, may shorten it); the
+    recommendations are still kept for the configured window, so a later sync without it sees them."""
     s = settings
     if isinstance(proposals, int) or proposals is None:
         proposals = [proposals]
@@ -317,7 +321,8 @@ def step(state: HpaState, now: float, current_replicas: int, proposals: Sequence
         state = replace(state, recommendations=((now, current_replicas),), started=True)
     b = s.behavior
     up_cut = now - b.scale_up.stabilization_window_seconds
-    down_cut = now - b.scale_down.stabilization_window_seconds
+    down_cut = now - (b.scale_down.stabilization_window_seconds if scale_down_window_s is None
+                      else scale_down_window_s)
     up_rec, down_rec = proposal, proposal
     for ts, rec in state.recommendations:
         if ts > up_cut:
