@@ -13,10 +13,12 @@ from streams.core.autoscale import (
     AutoscalePolicy,
     CronTrigger,
     MetricTrigger,
+    PredictiveFit,
     PredictiveTrigger,
     WorkloadObservation,
     load_policies,
     plan,
+    predictive,
     step,
     zone_shares,
 )
@@ -163,6 +165,35 @@ def test_trusted_forecast_shortens_scale_down_stabilisation():
     assert ev["replicas.reactive"] == 5 and d is None and ev["hpa_reason"] == "ScaleDownStabilized"
     with pytest.raises(ValueError, match="scale_down_stabilization_s"):
         PredictiveTrigger(scale_down_stabilization_s=-1).validate()
+
+
+def _pred(values, current, **kw):
+    """The predictive trigger on a given forecast (60 s buckets, 5-bucket window, request 1 core at 35 %)."""
+    pol = AutoscalePolicy(max_replicas=100, target_cpu_utilization=35, tolerance=0.1,
+                          predictive=PredictiveTrigger(prediction_window_s=300, margin=0.0, **kw))
+    fit = PredictiveFit("ok", values=np.asarray(values, dtype=float), interval_s=IV)
+    return predictive(pol, _obs(current_replicas=current, prediction=fit)).replicas
+
+
+def test_predictive_scale_up_takes_the_whole_ramp_at_once():
+    ramp = [3.5, 3.5, 3.5, 3.5, 5.25, 14.0, 14.0, 3.5]  # the spike's leading edge is in the window, its top just after
+    assert _pred(ramp, 10, scale_up_lookahead_s=0) == 15  # 5.25 / 0.35: one step now, the next a minute later
+    assert _pred(ramp, 10, scale_up_lookahead_s=120) == 40  # 14 / 0.35 at once
+    assert _pred([3.5] * 8, 10, scale_up_lookahead_s=120) == 10  # nothing to provision for: no change
+
+
+def test_predictive_scale_down_coalesces_and_never_undoes_itself():
+    after = [5.25, 4.2] + [3.5] * 10  # the tail of a spike, then the level
+    assert _pred(after, 30, scale_down_lookahead_s=0) == 15  # 5.25 / 0.35, then 10 once the tail has passed
+    # the forecast still falls by more than the tolerance within 120 s: hold, then take the ramp at once
+    assert _pred(after, 30, scale_down_lookahead_s=120) == 30
+    assert _pred(after[2:], 30, scale_down_lookahead_s=120) == 10
+    assert _pred([3.6, 3.5] + [3.4] * 10, 30, scale_down_lookahead_s=120) == 10  # a slow decline: no hold
+    before = [3.5] * 6 + [14.0] * 4  # the next spike starts just after the window
+    assert _pred(before, 40, scale_down_lookahead_s=0) == 10
+    assert _pred(before, 40, scale_down_lookahead_s=120) == 40  # it would be scaled up again: hold
+    with pytest.raises(ValueError, match="scale_up_lookahead_s"):
+        PredictiveTrigger(scale_up_lookahead_s=-1).validate()
 
 
 def test_zone_shares():

@@ -26,9 +26,10 @@ Triggers, each proposing a replica count (``None`` = no opinion or no data):
   steps aside, with the reason in the evidence, when the history is not periodic, too short, has no
   recent sample, or the forecast's backtest error (WAPE, also published) is above ``max_error`` — the
   reactive trigger then decides alone. The fit (:func:`fit_predictive`) may be computed earlier and
-  passed in ``WorkloadObservation.prediction`` (the tick planner refits every few minutes). While the
-  forecast is trusted the scale-down stabilisation window is at most ``scale_down_stabilization_s``
-  (:func:`scale_down_window`);
+  passed in ``WorkloadObservation.prediction`` (the tick planner refits every few minutes). A ramp of the
+  forecast is taken in one change (``scale_up_lookahead_s`` / ``scale_down_lookahead_s``, :func:`_coalesce`),
+  and while the forecast is trusted the scale-down stabilisation window is at most
+  ``scale_down_stabilization_s`` (:func:`scale_down_window`);
 - **metric** — ``ceil(value / target_per_replica)`` (external metric ``averageValue``, with the
   HPA tolerance) from the latest ``app.metrics`` value; a value older than ``max_age_s`` is missing
   (never read as 0);
@@ -74,6 +75,18 @@ class PredictiveTrigger:
     # the forecast maximum over the prediction window already keeps what the next minutes need, so the
     # behaviour's (longer) window would only keep a past spike's replicas; None = the behaviour's window
     scale_down_stabilization_s: float | None = 60.0
+    # coalesce the forecast's ramps into one change (fewer scale events): a scale-up provisions for the
+    # window extended by scale_up_lookahead_s (the rest of the ramp, at once); a scale-down goes to the count
+    # the window scale_down_lookahead_s later needs (the following steps of the ramp, at once), holds while the
+    # forecast falls by more than the tolerance within that look-ahead (a spike's tail), and never scales down
+    # what that later window needs again
+    scale_up_lookahead_s: float = 120.0
+    scale_down_lookahead_s: float = 120.0
+
+    @property
+    def horizon_s(self) -> float:
+        """How far ahead the trigger reads the forecast."""
+        return self.prediction_window_s + max(self.scale_up_lookahead_s, self.scale_down_lookahead_s)
 
     def validate(self) -> None:
         if self.prediction_window_s <= 0:
@@ -90,6 +103,9 @@ class PredictiveTrigger:
             raise ValueError(f"method: must be one of {', '.join(fc.METHODS)}")
         if self.scale_down_stabilization_s is not None and not 0 <= self.scale_down_stabilization_s <= 3600:
             raise ValueError("scale_down_stabilization_s: must be in [0, 3600]")
+        for f in ("scale_up_lookahead_s", "scale_down_lookahead_s"):
+            if not 0 <= getattr(self, f) <= 3600:
+                raise ValueError(f"{f}: must be in [0, 3600]")
 
 
 @dataclass(frozen=True)
@@ -242,7 +258,7 @@ def fit_predictive(p: PredictiveTrigger, history: np.ndarray, interval_s: float,
     periods = fc.detect_periods(x, interval_s, min_confidence=p.min_confidence)
     if not periods:
         return PredictiveFit("fallback: CPU history is not periodic", interval_s=interval_s)
-    horizon = max(1, math.ceil((horizon_s or p.prediction_window_s) / interval_s))
+    horizon = max(1, math.ceil((horizon_s or p.horizon_s) / interval_s))
     f = fc.forecast(x, interval_s, horizon, method=p.method, periods=periods)
     top = max(periods, key=lambda q: q.confidence)
     base = dict(interval_s=interval_s, error=f.backtest_error, method=f.method, period_s=top.period_s,
@@ -274,7 +290,36 @@ def predictive(policy: AutoscalePolicy, obs: WorkloadObservation) -> PredictiveR
         if obs.current_replicas > 0 else None
     if r is None:
         r = math.ceil(peak / per_pod - 1e-9)
+    r, peak = _coalesce(p, fit, r, peak, obs.current_replicas, per_pod, policy.tolerance)
     return PredictiveResult(max(0, r), "ok", peak_cores=peak, **base)
+
+
+def _coalesce(p: PredictiveTrigger, fit: PredictiveFit, r: int, peak: float, current: int, per_pod: float,
+              tolerance: float) -> tuple[int, float]:
+    """The predictive count ``r`` (for ``peak``) with the rest of a ramp of the forecast taken at once: a scale-up
+    provisions for the window extended by ``scale_up_lookahead_s``; a scale-down goes to what the window
+    ``scale_down_lookahead_s`` later needs (lower or higher than ``r``, never above ``current``: no scale-down
+    that the forecast would undo within the look-ahead); while the forecast (without the margin) falls by more
+    than the tolerance within the look-ahead (a spike's tail), it holds, so the ramp is taken in one change
+    once its steep part has passed. Returns (count, the peak it provisions for)."""
+    iv = fit.interval_s
+    if r > current and p.scale_up_lookahead_s > 0:
+        up = fc.window_max(fit.values, iv, p.prediction_window_s + p.scale_up_lookahead_s, margin=p.margin)
+        if math.isfinite(up) and up > peak:
+            return max(r, math.ceil(up / per_pod - 1e-9)), up
+    elif r < current and p.scale_down_lookahead_s > 0:
+        k = max(1, math.ceil(p.scale_down_lookahead_s / iv - 1e-9))
+        later = fc.window_max(fit.values[k:], iv, p.prediction_window_s, margin=p.margin)
+        near = fc.window_max(fit.values, iv, k * iv)
+        if math.isfinite(later) and math.isfinite(near):
+            need_later = math.ceil(later / per_pod - 1e-9)
+            need_near = math.ceil(near / (per_pod * (1 + tolerance)) - 1e-9)
+            if need_near > need_later:
+                # the forecast falls by more than the tolerance within the look-ahead (the tail of a spike):
+                # hold, and take the whole ramp down in one change once its steep part has passed
+                return current, near / (1 + tolerance)
+            return min(current, need_later), later
+    return r, peak
 
 
 def reactive(policy: AutoscalePolicy, obs: WorkloadObservation) -> TriggerResult:

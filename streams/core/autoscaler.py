@@ -373,7 +373,7 @@ class Autoscaler:
         if end is None:
             return None
         if ws.fit is None or ts - ws.fit_at >= self.settings.refit_s - 1e-9:
-            horizon = p.prediction_window_s + self.settings.refit_s + 2 * h.interval_s
+            horizon = p.horizon_s + self.settings.refit_s + 2 * h.interval_s
             ws.fit = asc.fit_predictive(p, h.values(), h.interval_s, horizon)
             ws.fit_end, ws.fit_at = end, ts
         assert ws.fit_end is not None
