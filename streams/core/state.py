@@ -332,13 +332,15 @@ class ClusterState:
         return self._landing_index[1].get((workload, node))
 
     def kept_apart_from(self, workload: str) -> set[str]:
-        out = set()
+        return set(self.apart_index().get(workload, ()))
+
+    def apart_index(self) -> dict[str, set[str]]:
+        """workload -> the workloads kept apart from it (both directions of every pair in :attr:`apart`)."""
+        index: dict[str, set[str]] = {}
         for a, b in self.apart:
-            if a == workload:
-                out.add(b)
-            elif b == workload:
-                out.add(a)
-        return out
+            index.setdefault(a, set()).add(b)
+            index.setdefault(b, set()).add(a)
+        return index
 
     # ------------------------------------------------------------ metric ticks
     def apply_tick(self, ts: float, summaries: dict[str, NodeSummary]) -> None:
@@ -402,51 +404,44 @@ class ClusterState:
             return snap.zone
         return snap.labels.get(topology_key)
 
+    def _memo(self, name: str, key: Any, build: Callable[[], Any]) -> Any:
+        """``build()`` for ``key`` in the memo ``name``, kept until the next event (as :meth:`cached`)."""
+        memo: dict[Any, Any] = self.cached(name, dict)
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = build()
+        return hit
+
     def ready_nodes(self) -> list[str]:
         # a fresh list each call (callers may keep or change it); the sort is redone only after an event
         return list(self.cached("ready_nodes", lambda: sorted(n for n, s in self.nodes.items() if s.ready)))
 
     def pods_on(self, node: str) -> list[tuple[Key, PodSnapshot]]:
         # a fresh list each call; the node's sorted pods are memoised until the next event
-        memo: dict[str, list[tuple[Key, PodSnapshot]]] = self.cached("pods_on", dict)
-        hit = memo.get(node)
-        if hit is None:
-            hit = memo[node] = []
-            for k in sorted(self.pods_by_node.get(node, ())):
-                p = self.pods[k]
-                if p.phase in ("Running", "Pending"):
-                    hit.append((k, p))
-        return list(hit)
+        return list(self._memo("pods_on", node, lambda: [
+            (k, p) for k in sorted(self.pods_by_node.get(node, ()))
+            if (p := self.pods[k]).phase in ("Running", "Pending")]))
 
     def workloads_on(self, node: str) -> frozenset[str]:
         """The workload keys of the node's Running / Pending pods (:meth:`pods_on`), memoised until the next event."""
-        memo: dict[str, frozenset[str]] = self.cached("workloads_on", dict)
-        hit = memo.get(node)
-        if hit is None:
-            hit = memo[node] = frozenset(p.workload.key for _, p in self.pods_on(node) if p.workload is not None)
-        return hit
+        return self._memo("workloads_on", node, lambda: frozenset(
+            p.workload.key for _, p in self.pods_on(node) if p.workload is not None))
 
     def requested_on(self, node: str) -> tuple[float, float]:
-        memo: dict[str, tuple[float, float]] = self.cached("requested_on", dict)  # until the next event
-        hit = memo.get(node)
-        if hit is None:
+        def build() -> tuple[float, float]:
             cpu = mem = 0.0
             for _, p in self.pods_on(node):
                 cpu += p.requests.cpu_cores
                 mem += p.requests.mem_bytes
-            hit = memo[node] = (cpu, mem)
-        return hit
+            return cpu, mem
+
+        return self._memo("requested_on", node, build)  # until the next event
 
     def pdbs_for(self, namespace: str, pod: PodSnapshot) -> list[tuple[Key, PdbSnapshot]]:
         # memoised per (namespace, pod labels) until the next event: most pods share their workload's labels
-        memo: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[Key, PdbSnapshot]]] = \
-            self.cached("pdbs_for", dict)
-        mk = (namespace, tuple(pod.labels.items()))
-        hit = memo.get(mk)
-        if hit is None:
-            hit = memo[mk] = [(k, b) for k, b in self.cached("pdbs_by_namespace", self._pdbs_by_namespace)
-                              .get(namespace, ()) if all(pod.labels.get(lk) == lv for lk, lv in b.match_labels.items())]
-        return list(hit)
+        return list(self._memo("pdbs_for", (namespace, tuple(pod.labels.items())), lambda: [
+            (k, b) for k, b in self.cached("pdbs_by_namespace", self._pdbs_by_namespace).get(namespace, ())
+            if all(pod.labels.get(lk) == lv for lk, lv in b.match_labels.items())]))
 
     def _pdbs_by_namespace(self) -> dict[str, list[tuple[Key, PdbSnapshot]]]:
         out: dict[str, list[tuple[Key, PdbSnapshot]]] = {}
@@ -817,10 +812,7 @@ class Choice:
         """:meth:`ClusterState.kept_apart_from`, from an index of the state's pairs built once per choice (the
         pairs change only with anomalies and pruning, never while a strategy plans)."""
         if self._apart is None:
-            self._apart = {}
-            for a, b in self.state.apart:
-                self._apart.setdefault(a, set()).add(b)
-                self._apart.setdefault(b, set()).add(a)
+            self._apart = self.state.apart_index()
         return set(self._apart.get(workload, ()))
 
     def _hosts(self, node: str, workloads: set[str]) -> bool:
