@@ -194,7 +194,9 @@ class FaultInjector:
     - ``conflict_rate``: answer that share of writes (POST/PUT/PATCH/DELETE) 409 Conflict, unhandled;
     - ``lost_response_rate``: handle that share of writes, then answer 503 instead of the real answer
       (the change is made but the client does not know: retries must not apply it twice);
-    - ``seed`` (default 0): the random stream the rolls come from.
+    - ``seed`` (default 0): the random streams the rolls come from. Conflicts and lost answers roll on
+      a stream of their own that only writes draw from, so for a given seed the n-th write meets the
+      same fault however many reads (watches, lists, retries' GETs) came in between.
     """
 
     KEYS = ("error_rate", "codes", "slow_ms", "slow_rate", "drop_watch_rate", "drop_watch_after_s",
@@ -237,6 +239,7 @@ class FaultInjector:
         self.conflict_rate, self.lost_response_rate = rate("conflict_rate"), rate("lost_response_rate")
         self.seed = seed
         self.rng = random.Random(seed)
+        self.write_rng = random.Random(f"kubesim-faults-writes:{seed}")
         self.generation = getattr(self, "generation", 0) + 1  # watches under way roll again for a drop
         return self.config()
 
@@ -249,8 +252,8 @@ class FaultInjector:
     def snapshot(self) -> dict:
         return {"config": self.config(), "injected": dict(self.injected), "total": sum(self.injected.values())}
 
-    def _roll(self, p: float) -> bool:
-        return p > 0 and self.rng.random() < p
+    def _roll(self, p: float, rng: random.Random | None = None) -> bool:
+        return p > 0 and (rng or self.rng).random() < p
 
     async def before(self, request: web.Request) -> None:
         """Delay and/or refuse a request (raises :class:`ApiError`) before it is handled."""
@@ -264,14 +267,14 @@ class FaultInjector:
             reason = {500: "InternalError", 503: "ServiceUnavailable", 429: "TooManyRequests"}.get(code, "Fault")
             raise ApiError(code, reason, f"kubesim fault injection: {code} on {request.method} {request.path}",
                            headers={"Retry-After": "1"} if code in (429, 503) else None)
-        if request.method in self.WRITES and self._roll(self.conflict_rate):
+        if request.method in self.WRITES and self._roll(self.conflict_rate, self.write_rng):
             self.injected["conflict"] += 1
             raise ApiError(409, "Conflict", "kubesim fault injection: Operation cannot be fulfilled: the object "
                            "has been modified; please apply your changes to the latest version and try again")
 
     def lose_response(self, request: web.Request) -> bool:
         """True when this (handled) write's answer is to be replaced by a 503."""
-        if request.method in self.WRITES and self._roll(self.lost_response_rate):
+        if request.method in self.WRITES and self._roll(self.lost_response_rate, self.write_rng):
             self.injected["lost_response"] += 1
             return True
         return False

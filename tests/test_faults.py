@@ -80,6 +80,20 @@ async def test_fault_injector_over_http() -> None:
         async with http.patch(path, data=b'{"metadata": {"labels": {"f": "1"}}}', headers=patch) as r:
             assert r.status == 409 and (await r.json())["reason"] == "Conflict"
         assert "f" not in sim.cluster.pods[("shop", pod.name)].labels
+        # the writes' faults come from a stream of their own: reads in between do not shift it
+        async def write_statuses(reads_between: int) -> list[int]:
+            await _faults(http, {"conflict_rate": 0.5, "slow_ms": 1, "slow_rate": 0.5, "seed": 5})
+            out = []
+            for i in range(12):
+                for _ in range(reads_between):
+                    async with http.get(path) as r:
+                        assert r.status == 200
+                async with http.patch(path, data=b'{"metadata": {"labels": {"g": "%d"}}}' % i, headers=patch) as r:
+                    out.append(r.status)
+            return out
+
+        quiet = await write_statuses(0)
+        assert {200, 409} <= set(quiet) and await write_statuses(3) == quiet
         # a lost answer: 503, but the change was made
         await _faults(http, {"lost_response_rate": 1.0})
         async with http.patch(path, data=b'{"metadata": {"labels": {"f": "2"}}}', headers=patch) as r:
@@ -191,7 +205,9 @@ async def test_actuator_never_applies_twice_under_api_faults(sim, kafka, produce
                                                                 "evictions_per_minute": 600, "rate_burst": 50}),
                    embedded=True)
     targets = []
-    for app, n in (("worker", 1), ("web", 2), ("api", 1), ("reports", 1)):
+    # one pod per app: each app's PDB allows a single disruption, and a second eviction under the same
+    # PDB while the first is still being retried is (rightly) refused by the ledger as ``skipped: budget``
+    for app, n in (("worker", 1), ("web", 1), ("api", 1), ("reports", 1)):
         targets += [p for _, p in sorted(c.pods.items()) if p.app == app and p.ready][:n]
     evictions = [decision(sim, p) for p in targets]
     scales = [scale_decision(sim, "web", 6), scale_decision(sim, "api", 3)]
@@ -200,8 +216,10 @@ async def test_actuator_never_applies_twice_under_api_faults(sim, kafka, produce
         async with TopicReader(kafka, ACTIONS) as actions, TopicReader(kafka, DEADLETTER) as dead, \
                 running(act.run) as task:
             await started(act)
+            # seed 4: the writes' own fault stream conflicts twice and loses two answers within the
+            # first five writes that get through, so every kind is injected however the reads interleave
             sim.faults.configure({"error_rate": 0.2, "codes": [500, 503], "conflict_rate": 0.2,
-                                  "lost_response_rate": 0.3, "slow_ms": 10, "slow_rate": 0.3, "seed": 11})
+                                  "lost_response_rate": 0.3, "slow_ms": 10, "slow_rate": 0.3, "seed": 4})
             for _round in range(2):  # every decision delivered twice (a re-delivery after a crash)
                 for d in evictions:
                     await send(producer, d)
