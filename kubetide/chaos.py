@@ -275,6 +275,7 @@ def _recovery(kill: Kill, obs: Observed, horizon: float = 60.0) -> float | None:
 async def _chaos(args: argparse.Namespace, bootstrap: str, run_dir: Path, console: Any) -> dict[str, Any]:
     from aiokafka import AIOKafkaProducer
 
+    from kubesim.guards import PdbGuard
     from kubesim.server import KubeSim
     from kubetide.kafka import producer_config
     from kubetide.procs import ManagedProcess, ProcessGroup, add_streams_worker, kubetide_argv
@@ -287,18 +288,8 @@ async def _chaos(args: argparse.Namespace, bootstrap: str, run_dir: Path, consol
     async with KubeSim(args.scenario, speed=0, seed=args.seed, retry_after_s=2) as sim:
         c = sim.cluster
         await sim.advance(120)
-        violations: list[str] = []
-
-        def pdb_guard(etype: str, resource: str, obj: Any) -> None:
-            if resource != "pods" or etype != "DELETED" or not getattr(obj, "ready", False):
-                return
-            for pdb in c.pdbs.values():
-                if pdb.matches(obj):
-                    healthy = sum(1 for p in c.pods.values() if p.ready and p is not obj and pdb.matches(p))
-                    if pdb.desired_healthy and healthy < pdb.desired_healthy:
-                        violations.append(f"{pdb.namespace}/{pdb.name}: {healthy} healthy < {pdb.desired_healthy}")
-
-        c.listeners.append(pdb_guard)
+        guard = PdbGuard(c).attach()
+        violations = guard.violations
         evictions_before = c.counters["evictions"]
         common = ["--bootstrap-servers", bootstrap]
         kube = ["--kubeconfig", str(sim.kubeconfig_path)]
@@ -396,7 +387,7 @@ async def _chaos(args: argparse.Namespace, bootstrap: str, run_dir: Path, consol
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(observer, 10)
             survivors_dead = [p.name for p in group.procs if not p.alive() and p.returncode() != -9]
-        c.listeners.remove(pdb_guard)
+        guard.detach()
         evictions = c.counters["evictions"] - evictions_before
 
     for k in kills:

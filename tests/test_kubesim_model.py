@@ -280,3 +280,22 @@ def test_pods_and_templates_carry_spread_constraints_and_priority() -> None:
     placeholder = next(p for p in c.pods.values() if p.priority < 0)
     assert render.pod(placeholder, c)["spec"]["priority"] == placeholder.priority
     assert "topologySpreadConstraints" not in render.pod(next(p for p in c.pods.values() if p.daemon), c)["spec"]
+
+
+def test_pdb_guard_sees_deletions_that_break_a_budget_and_not_evictions():
+    from kubesim.guards import PdbGuard
+
+    c = Cluster(load_scenario("demo"))
+    c.advance(120)  # every pod ready
+    reports = sorted((p for p in c.pods.values() if p.app == "reports" and p.ready), key=lambda p: p.name)
+    assert len(reports) == 2  # PDB minAvailable 50 %: one may go
+    with PdbGuard(c) as guard:
+        assert c.evict("batch", reports[0].name).code == 201
+        assert c.evict("batch", reports[1].name).code == 429  # the Eviction API refuses the second
+        assert guard.violations == []
+        c.delete_pod("batch", reports[1].name)  # a direct delete bypasses the PDB: the guard sees it
+        assert len(guard.violations) == 1 and guard.violations[0].startswith("batch/reports: 0 healthy < 1")
+    assert guard not in c.listeners
+    c.advance(120)
+    c.delete_pod("batch", next(p.name for p in c.pods.values() if p.app == "reports"))
+    assert len(guard.violations) == 1  # detached

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from kubesim.guards import PdbGuard
 from kubesim.server import KubeSim
 from kubetide import models as m
 from kubetide.codec import DecodeError, decode, encode
@@ -131,19 +132,8 @@ async def test_kill9_one_of_two_streams_workers_and_one_of_two_actuators(kafka: 
     async with KubeSim("demo", speed=0, retry_after_s=1) as sim:
         c = sim.cluster
         await sim.advance(120)  # every pod ready: PDBs allow disruptions
-        violations: list[str] = []
-
-        def pdb_guard(etype: str, resource: str, obj: Any) -> None:
-            """After any pod removal: a PDB covering it must still have its desired healthy pods."""
-            if resource != "pods" or etype != "DELETED" or not getattr(obj, "ready", False):
-                return
-            for pdb in c.pdbs.values():
-                if pdb.matches(obj):
-                    healthy = sum(1 for p in c.pods.values() if p.ready and p is not obj and pdb.matches(p))
-                    if pdb.desired_healthy and healthy < pdb.desired_healthy:
-                        violations.append(f"{pdb.name}: {healthy} healthy < {pdb.desired_healthy} after {obj.name}")
-
-        c.listeners.append(pdb_guard)
+        guard = PdbGuard(c).attach()  # after any pod removal: a PDB covering it keeps its desired healthy pods
+        violations = guard.violations
         env = {"KUBETIDE_LOG_LEVEL": "INFO"}
         with ProcessGroup() as group:
             streams = [add_streams_worker(group, kafka, tmp_path / f"s{i}", env=env) for i in range(2)]
@@ -232,7 +222,7 @@ async def test_kill9_one_of_two_streams_workers_and_one_of_two_actuators(kafka: 
                     await asyncio.sleep(0.5)
                 actions = [(at, v) for at, v in out.records[ACTIONS]]
             assert streams[1][0].alive() and acts[1].alive(), "a survivor died"
-        c.listeners.remove(pdb_guard)
+        guard.detach()
 
     # -- profiles: one per app; nothing lost (the profiler checkpoints every touched state right before each
     # offset commit), and above the truth only by re-processed duplicates (the sketch cannot tell them apart)
