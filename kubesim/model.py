@@ -27,6 +27,12 @@ Public API (backward compatible; additions marked *new*):
   rendered through the Kubernetes API.
 - *new* ``hpa_status`` (per app: desired, reason, utilisation), ``upcoming`` (ordered nodes not yet joined),
   ``unneeded_since`` (autoscaler scale-down candidates).
+- *new* ``update_deployment_template(ns, name, labels=, annotations=, affinity=)``: a changed pod template
+  makes a new ReplicaSet and a rolling update (maxSurge / maxUnavailable 25 %); pods carry their
+  ReplicaSet's template labels, annotations and ``affinity``. ``update_namespace_meta`` (namespace labels).
+- *new* the scheduler scores preferred pod anti-affinity (``podAntiAffinity.preferredDuringScheduling...``,
+  both the incoming pod's terms and matching existing pods' terms) like the default InterPodAffinity
+  plugin (weight 2, normalised over the feasible nodes). Required (anti-)affinity is not modelled.
 
 Performance: the per-tick usage model runs on numpy arrays rebuilt only after structural changes;
 controllers reconcile only when something changed; listeners are called only if registered.
@@ -34,8 +40,10 @@ controllers reconcile only when something changed; listeners are called only if 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
+import json
 import math
 import uuid
 from collections.abc import Callable, Iterable
@@ -108,6 +116,15 @@ class Pod:
     daemon: bool = False
     priority: int = 0
     spread: tuple[SpreadConstraint, ...] = ()
+    affinity: dict | None = None  # the pod template's spec.affinity (JSON), from its ReplicaSet
+
+    @property
+    def anti_terms(self) -> tuple[AntiTerm, ...]:
+        """Its preferred pod anti-affinity terms (parsed once; the affinity is fixed at creation)."""
+        cached = self.__dict__.get("_anti_terms")
+        if cached is None:
+            cached = self.__dict__["_anti_terms"] = preferred_anti_terms(self.affinity, self.namespace)
+        return cached
 
     @property
     def key(self) -> tuple[str, str]:
@@ -156,6 +173,12 @@ class ReplicaSet:
     replicas: int
     rv: int = 0
     status: tuple = ()
+    # its pod template (what its pods are created with): labels (without pod-template-hash), annotations,
+    # spec.affinity; the containers, requests, tolerations ... come from the app spec
+    template_labels: dict[str, str] = field(default_factory=dict)
+    template_annotations: dict[str, str] = field(default_factory=dict)
+    affinity: dict | None = None
+    revision: int = 1
 
 
 @dataclass(eq=False)
@@ -172,10 +195,16 @@ class Deployment:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     status: tuple = ()
+    old_rs: list[ReplicaSet] = field(default_factory=list)  # older ReplicaSets still being scaled down
+    history: list[ReplicaSet] = field(default_factory=list)  # every ReplicaSet it ever had (rollback reuses)
 
     @property
     def selector(self) -> dict[str, str]:
         return {"app": self.name}
+
+    @property
+    def all_rs(self) -> list[ReplicaSet]:
+        return [self.rs, *self.old_rs] if self.rs is not None else list(self.old_rs)
 
 
 @dataclass(eq=False)
@@ -229,6 +258,60 @@ class Namespace:
     uid: str
     created: float
     rv: int = 0
+    labels: dict[str, str] = field(default_factory=dict)  # besides kubernetes.io/metadata.name
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AntiTerm:
+    """One ``podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution`` term."""
+
+    weight: int
+    selector: str  # the labelSelector as canonical JSON (a cache key)
+    topology_key: str
+    namespaces: tuple[str, ...]
+
+
+def selector_matches(selector: dict | None, labels: dict[str, str]) -> bool:
+    """A metav1.LabelSelector (matchLabels + matchExpressions In/NotIn/Exists/DoesNotExist) against labels;
+    an empty selector matches everything, a null one nothing (as in affinity terms)."""
+    if selector is None:
+        return False
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False
+    return True
+
+
+def preferred_anti_terms(affinity: dict | None, namespace: str) -> tuple[AntiTerm, ...]:
+    """The preferred pod anti-affinity terms of a pod spec's ``affinity`` (its own namespace when the term
+    names none; ``namespaceSelector`` is not modelled)."""
+    if not affinity:
+        return ()
+    out = []
+    anti = (affinity.get("podAntiAffinity") or {}).get("preferredDuringSchedulingIgnoredDuringExecution") or []
+    for t in anti:
+        term = t.get("podAffinityTerm") or {}
+        if not term.get("topologyKey") or term.get("labelSelector") is None:
+            continue
+        out.append(AntiTerm(int(t.get("weight") or 0), json.dumps(term["labelSelector"], sort_keys=True),
+                            term["topologyKey"], tuple(term.get("namespaces") or (namespace,))))
+    return tuple(out)
+
+
+ROLLING_SURGE, ROLLING_UNAVAILABLE = 0.25, 0.25  # the Deployment default RollingUpdate (25 % / 25 %)
 
 
 @dataclass(frozen=True)
@@ -415,8 +498,10 @@ class Cluster:
                          labels={"app": app.name, **app.labels})
         h = hashlib.sha256(f"{app.namespace}/{app.name}/{app.image}".encode()).digest()
         phash = "".join(_ALNUM[b % len(_ALNUM)] for b in h[:10])
-        rs = ReplicaSet(f"{app.name}-{phash}", app.namespace, self._uid(), phash, dep, created, app.replicas)
+        rs = ReplicaSet(f"{app.name}-{phash}", app.namespace, self._uid(), phash, dep, created, app.replicas,
+                        template_labels={"app": app.name, **app.labels}, template_annotations=dict(app.annotations))
         dep.rs = rs
+        dep.history.append(rs)
         self.deployments[(app.namespace, app.name)] = dep
         self.replicasets[(rs.namespace, rs.name)] = rs
         self._emit("ADDED", "deployments", dep)
@@ -437,7 +522,7 @@ class Cluster:
             name=self._unique_name(rs.name),
             namespace=app.namespace,
             uid=self._uid(),
-            labels={"app": app.name, **app.labels, "pod-template-hash": rs.hash},
+            labels={**rs.template_labels, "pod-template-hash": rs.hash},
             annotations={},
             owner_kind="ReplicaSet",
             owner_name=rs.name,
@@ -455,8 +540,9 @@ class Cluster:
             multiplier=multiplier,
             priority=app.priority,
             spread=app.topology_spread,
+            affinity=rs.affinity,
         )
-        pod.annotations.update(app.annotations)
+        pod.annotations.update(rs.template_annotations)
         self.pods[pod.key] = pod
         self.counters["created"] += 1
         return pod
@@ -651,6 +737,9 @@ class Cluster:
         for dep in self.deployments.values():
             rs = dep.rs
             assert rs is not None
+            if dep.old_rs:
+                changed |= self._roll(dep, by_owner)
+                continue
             if rs.replicas != dep.replicas:
                 rs.replicas = dep.replicas
                 self._emit("MODIFIED", "replicasets", rs)
@@ -670,6 +759,69 @@ class Cluster:
                     self._remove_pod(victim)
         return None if changed else by_owner
 
+    def _roll(self, dep: Deployment, by_owner: dict[str, list[Pod]]) -> bool:
+        """One step of a RollingUpdate (maxSurge / maxUnavailable 25 %, as the Deployment controller's
+        defaults): create new-template pods while the total stays within replicas + maxSurge, remove old
+        ones (not-ready first) while at least replicas - maxUnavailable pods stay ready. The step runs
+        again whenever a pod changes (a new pod becoming Ready lets the next old one go)."""
+        rs = dep.rs
+        assert rs is not None
+        want = dep.replicas
+        surge = math.ceil(want * ROLLING_SURGE)
+        unavailable = math.floor(want * ROLLING_UNAVAILABLE)
+        if surge == 0 and unavailable == 0:
+            unavailable = 1
+        new = list(by_owner.get(rs.uid, []))
+        old = [p for o in dep.old_rs for p in by_owner.get(o.uid, [])]
+        changed = False
+        if len(new) > want:  # scaled down during the rollout
+            for victim in sorted(new, key=self._victim_rank)[: len(new) - want]:
+                self._remove_pod(victim)
+                new.remove(victim)
+            changed = True
+        min_ready = want - unavailable
+        while True:
+            progress = False
+            target = min(want, len(new) + max(0, want + surge - len(new) - len(old)))
+            for _ in range(target - len(new)):
+                pod = self._new_pod(dep, created=self.t)
+                self._emit("ADDED", "pods", pod)
+                new.append(pod)
+                progress = True
+            new_unready = sum(1 for p in new if not p.ready)
+            may_remove = max(0, len(new) + len(old) - min_ready - new_unready)
+            ready = sum(1 for p in new + old if p.ready)
+            for victim in sorted(old, key=self._victim_rank):  # unassigned / not ready first
+                if may_remove <= 0:
+                    break
+                if victim.ready:
+                    if ready - 1 < min_ready:
+                        break
+                    ready -= 1
+                self._remove_pod(victim)
+                old.remove(victim)
+                may_remove -= 1
+                progress = True
+            changed |= progress
+            if not progress:
+                break
+        if rs.replicas != len(new):
+            rs.replicas = len(new)
+            self._emit("MODIFIED", "replicasets", rs)
+        left = {o.uid: 0 for o in dep.old_rs}
+        for p in old:
+            left[p.owner_uid] += 1
+        for o in list(dep.old_rs):
+            if o.replicas != left[o.uid]:
+                o.replicas = left[o.uid]
+                o.status = (left[o.uid], sum(1 for p in old if p.owner_uid == o.uid and p.ready), dep.generation)
+                self._emit("MODIFIED", "replicasets", o)
+            if left[o.uid] == 0:
+                dep.old_rs.remove(o)
+        if not dep.old_rs:
+            self._status_dirty.add((dep.namespace, dep.name))
+        return changed
+
     def _recompute_pdb(self, pdb: PDB, by_label: dict[tuple[str, str, str], list[Pod]] | None = None) -> None:
         if by_label is not None and pdb.selector:
             k, v = next(iter(pdb.selector.items()))
@@ -685,8 +837,8 @@ class Cluster:
         for p in pods:
             if p.owner_kind == "ReplicaSet":
                 rs = self.replicasets.get((p.namespace, p.owner_name))
-                if rs is not None:
-                    owners[rs.uid] = rs.deployment.replicas
+                if rs is not None:  # the scale of the top controller (old and new ReplicaSets alike)
+                    owners[rs.deployment.uid] = rs.deployment.replicas
         controllers_scale = sum(owners.values())
         if pdb.max_unavailable is not None:
             expected = controllers_scale
@@ -712,9 +864,10 @@ class Cluster:
 
     def _deployment_status(self, dep: Deployment, by_owner: dict[str, list[Pod]]) -> tuple:
         assert dep.rs is not None
-        pods = by_owner.get(dep.rs.uid, [])
+        pods = [p for rs in dep.all_rs for p in by_owner.get(rs.uid, [])]
         ready = sum(1 for p in pods if p.ready)
-        return (len(pods), ready, dep.generation)
+        updated = len(by_owner.get(dep.rs.uid, []))
+        return (len(pods), ready, dep.generation, updated)
 
     def reconcile(self) -> None:
         """Run the controllers and the scheduler until the model is consistent."""
@@ -755,8 +908,9 @@ class Cluster:
                     and dep.status and dep.rs.status and dep.status[2] == dep.generation):
                 continue  # none of its pods changed since the last status
             st = self._deployment_status(dep, by_owner)
-            if st != dep.rs.status:
-                dep.rs.status = st
+            rs_st = (st[3], sum(1 for p in by_owner.get(dep.rs.uid, []) if p.ready), dep.generation)
+            if rs_st != dep.rs.status:
+                dep.rs.status = rs_st
                 self._emit("MODIFIED", "replicasets", dep.rs)
             if st != dep.status:
                 dep.status = st
@@ -900,6 +1054,61 @@ class Cluster:
         if annotations is not None:
             dep.annotations = annotations
         self._emit("MODIFIED", "deployments", dep)
+        return dep
+
+    def update_namespace_meta(self, name: str, *, labels: dict | None = None,
+                              annotations: dict | None = None) -> Namespace | None:
+        ns = self.namespaces.get(name)
+        if ns is None:
+            return None
+        if labels is not None:
+            ns.labels = {k: v for k, v in labels.items() if k != "kubernetes.io/metadata.name"}
+        if annotations is not None:
+            ns.annotations = annotations
+        self._emit("MODIFIED", "namespaces", ns)
+        return ns
+
+    def update_deployment_template(self, namespace: str, name: str, *, labels: dict[str, str],
+                                   annotations: dict[str, str], affinity: dict | None) -> Deployment | None:
+        """A changed pod template (labels, annotations, spec.affinity): like the Deployment controller, a new
+        ReplicaSet (pod-template-hash from the template; an older ReplicaSet with the same template is reused,
+        as in a rollback) and a rolling update from the old pods to new ones. An unchanged template does
+        nothing (no new generation, no rollout)."""
+        dep = self.deployments.get((namespace, name))
+        if dep is None:
+            return None
+        rs = dep.rs
+        assert rs is not None
+        labels = {k: v for k, v in labels.items() if k != "pod-template-hash"}
+        affinity = affinity or None
+        if (labels, annotations, affinity) == (rs.template_labels, rs.template_annotations, rs.affinity):
+            return dep
+        app = dep.spec
+        raw = json.dumps([namespace, name, app.image, labels, annotations, affinity], sort_keys=True)
+        h = hashlib.sha256(raw.encode()).digest()
+        phash = "".join(_ALNUM[b % len(_ALNUM)] for b in h[:10])
+        revision = max(r.revision for r in dep.history) + 1
+        new = next((r for r in dep.history if r.hash == phash), None)
+        if new is None:
+            new = ReplicaSet(f"{name}-{phash}", namespace, self._uid(), phash, dep, self.t, 0,
+                             template_labels=dict(labels), template_annotations=dict(annotations),
+                             affinity=affinity, revision=revision)
+            dep.history.append(new)
+            self.replicasets[(namespace, new.name)] = new
+            self._emit("ADDED", "replicasets", new)
+        else:
+            new.revision = revision
+            if new in dep.old_rs:
+                dep.old_rs.remove(new)
+        dep.old_rs.insert(0, rs)
+        dep.rs = new
+        dep.generation += 1
+        self._status_dirty.add((namespace, name))
+        if self._dirty_apps is not None:
+            self._dirty_apps.add((namespace, name))
+        self._needs_reconcile = True
+        self._emit("MODIFIED", "deployments", dep)
+        self.reconcile()
         return dep
 
     # ------------------------------------------------------------------ workload model
@@ -1625,6 +1834,11 @@ class Cluster:
         return (p for p in self.pods.values() if namespace is None or p.namespace == namespace)
 
 
+@functools.lru_cache(maxsize=1024)
+def _parsed_selector(selector: str) -> dict:
+    return json.loads(selector)
+
+
 def _static_reason(pod: Pod, node: Node) -> str | None:
     for taint in node.taints:
         if taint.effect in ("NoSchedule", "NoExecute") and not any(t.tolerates(taint) for t in pod.tolerations):
@@ -1658,6 +1872,11 @@ class _SchedCtx:
         self.app_nodes: dict[tuple[str, str | None], np.ndarray] = {}
         self._by_app: dict[tuple[str, str | None], list[int]] = {}
         self._masks: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        # InterPodAffinity (preferred anti-affinity): bound pods that carry terms, per-selector pod counts per
+        # node (built on first use, kept current by bind/unbind), node -> topology domain per topology key
+        self._anti_placed: list[tuple[Pod, int]] = []
+        self._sel_counts: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+        self._domains: dict[str, np.ndarray] = {}
         get = self.index.get
         ii, cc, mm, uu = [], [], [], []
         by_app = self._by_app
@@ -1667,6 +1886,8 @@ class _SchedCtx:
             i = get(p.node_name)
             if i is None or p.phase not in ("Pending", "Running"):
                 continue
+            if p.affinity is not None and p.anti_terms:
+                self._anti_placed.append((p, i))
             ii.append(i)
             cc.append(p.cpu_request)
             mm.append(p.mem_request)
@@ -1693,7 +1914,67 @@ class _SchedCtx:
             self.app_nodes[key] = arr
         return arr
 
+    def _selector_counts(self, selector: str, namespaces: tuple[str, ...]) -> np.ndarray:
+        """Bound pods per node in ``namespaces`` whose labels match ``selector`` (canonical JSON)."""
+        key = (selector, namespaces)
+        arr = self._sel_counts.get(key)
+        if arr is None:
+            sel = _parsed_selector(selector)
+            hits = [self.index[p.node_name] for p in self.c.pods.values()
+                    if p.node_name in self.index and p.phase in ("Pending", "Running")
+                    and p.namespace in namespaces and selector_matches(sel, p.labels)]
+            arr = self._sel_counts[key] = np.bincount(np.array(hits, dtype=np.int64),
+                                                      minlength=len(self.nodes)).astype(float)
+        return arr
+
+    def _domain(self, topology_key: str) -> np.ndarray:
+        """Per node the index of its value of ``topology_key`` (-1: the node has no such label)."""
+        dom = self._domains.get(topology_key)
+        if dom is None:
+            ids: dict[str, int] = {}
+            dom = self._domains[topology_key] = np.array(
+                [ids.setdefault(n.labels[topology_key], len(ids)) if topology_key in n.labels else -1
+                 for n in self.nodes], dtype=np.int64)
+        return dom
+
+    def inter_pod_anti(self, pod: Pod) -> np.ndarray | None:
+        """The InterPodAffinity plugin's raw score per node for preferred pod anti-affinity (before
+        normalisation): minus the weight of each of the pod's terms for every matching pod in the node's
+        topology domain, and minus the weight of each existing pod's term that matches this pod, in that pod's
+        domain (the symmetric part). None when no term is involved."""
+        n = len(self.nodes)
+        raw: np.ndarray | None = None
+        for t in pod.anti_terms:
+            counts = self._selector_counts(t.selector, t.namespaces)
+            dom = self._domain(t.topology_key)
+            has = dom >= 0
+            if not has.any():
+                continue
+            per = np.bincount(dom[has], weights=counts[has], minlength=int(dom.max()) + 1)
+            raw = np.zeros(n) if raw is None else raw
+            raw[has] -= t.weight * per[dom[has]]
+        for other, i in self._anti_placed:
+            for t in other.anti_terms:
+                if pod.namespace not in t.namespaces or not selector_matches(_parsed_selector(t.selector),
+                                                                             pod.labels):
+                    continue
+                dom = self._domain(t.topology_key)
+                if dom[i] < 0:
+                    continue
+                raw = np.zeros(n) if raw is None else raw
+                raw[dom == dom[i]] -= t.weight
+        return raw
+
+    def _count_selectors(self, pod: Pod, i: int, delta: float) -> None:
+        for (selector, namespaces), arr in self._sel_counts.items():
+            if pod.namespace in namespaces and selector_matches(_parsed_selector(selector), pod.labels):
+                arr[i] += delta
+
     def bind(self, pod: Pod, i: int) -> None:
+        if self._sel_counts:
+            self._count_selectors(pod, i, 1.0)
+        if pod.affinity is not None and pod.anti_terms:
+            self._anti_placed.append((pod, i))
         self.req_cpu[i] += pod.cpu_request
         self.use_cpu[i] += pod.cpu_request  # a new pod's usage is not measured yet: its request stands in
         self.req_mem[i] += pod.mem_request
@@ -1708,6 +1989,9 @@ class _SchedCtx:
         i = self.index.get(pod.node_name or "")
         if i is None:
             return
+        if self._sel_counts:
+            self._count_selectors(pod, i, -1.0)
+        self._anti_placed = [(p, j) for p, j in self._anti_placed if p is not pod]
         self.req_cpu[i] -= pod.cpu_request
         self.req_mem[i] -= pod.mem_request
         key = (pod.namespace, pod.app)
@@ -1808,6 +2092,14 @@ class _SchedCtx:
         pmax = pf.max()
         if pmax > 0:
             score = score + 3.0 * 100.0 * (pmax - pf) / pmax
+        if not pod.daemon and (self._anti_placed or (pod.affinity is not None and pod.anti_terms)):
+            raw = self.inter_pod_anti(pod)
+            if raw is not None:
+                # InterPodAffinity (default weight 2), normalised over the feasible nodes to [0, 100]
+                s = raw[idx]
+                lo, hi = s.min(), s.max()
+                if hi > lo:
+                    score = score + 2.0 * 100.0 * (s - lo) / (hi - lo)
         best = score.max()
         ties = idx[score == best]
         return int(ties[np.argmin(self.name_rank[ties])])

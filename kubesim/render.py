@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from functools import lru_cache
 
@@ -66,7 +67,8 @@ def namespace(ns: Namespace) -> dict:
             "uid": ns.uid,
             "resourceVersion": str(ns.rv),
             "creationTimestamp": ts(ns.created),
-            "labels": {"kubernetes.io/metadata.name": ns.name},
+            "labels": {**ns.labels, "kubernetes.io/metadata.name": ns.name},
+            **({"annotations": dict(ns.annotations)} if ns.annotations else {}),
         },
         "spec": {"finalizers": ["kubernetes"]},
         "status": {"phase": "Active"},
@@ -151,6 +153,8 @@ def pod(p: Pod, cluster: Cluster) -> dict:
         spec["nodeSelector"] = dict(p.node_selector)
     if p.spread and p.app and not p.daemon:
         spec["topologySpreadConstraints"] = _spread(p.spread, p.app)
+    if p.affinity:
+        spec["affinity"] = copy.deepcopy(p.affinity)
     if p.node_name:
         spec["nodeName"] = p.node_name
     created = ts(p.created)
@@ -216,9 +220,12 @@ def pod(p: Pod, cluster: Cluster) -> dict:
     return {"kind": "Pod", "apiVersion": "v1", "metadata": meta, "spec": spec, "status": status}
 
 
-def _template(d: Deployment, extra_labels: dict | None = None) -> dict:
+def _template(d: Deployment, extra_labels: dict | None = None, rs: ReplicaSet | None = None) -> dict:
+    """The pod template of ``rs`` (default: the Deployment's current ReplicaSet, i.e. its spec.template)."""
     app = d.spec
-    labels = {"app": d.name, **app.labels, **(extra_labels or {})}
+    rs = rs or d.rs
+    base = dict(rs.template_labels) if rs is not None else {"app": d.name, **app.labels}
+    labels = {**base, **(extra_labels or {})}
     spec: dict = {
         "containers": [{
             "name": d.name,
@@ -235,7 +242,12 @@ def _template(d: Deployment, extra_labels: dict | None = None) -> dict:
         spec["tolerations"] = [t.to_dict() for t in app.tolerations]
     if app.topology_spread:
         spec["topologySpreadConstraints"] = _spread(app.topology_spread, d.name)
-    return {"metadata": {"labels": labels}, "spec": spec}
+    if rs is not None and rs.affinity:
+        spec["affinity"] = copy.deepcopy(rs.affinity)
+    meta: dict = {"labels": labels}
+    if rs is not None and rs.template_annotations:
+        meta["annotations"] = dict(rs.template_annotations)
+    return {"metadata": meta, "spec": spec}
 
 
 def _omit_zero(d: dict) -> dict:
@@ -243,7 +255,7 @@ def _omit_zero(d: dict) -> dict:
 
 
 def deployment(d: Deployment, cluster: Cluster) -> dict:
-    replicas, ready, _gen = d.status or (0, 0, 0)
+    replicas, ready, _gen, updated = d.status or (0, 0, 0, 0)
     created = ts(d.created)
     available = ready >= max(0, d.replicas - max(1, d.replicas // 4)) if d.replicas else True
     return {
@@ -257,7 +269,8 @@ def deployment(d: Deployment, cluster: Cluster) -> dict:
             "generation": d.generation,
             "creationTimestamp": created,
             "labels": dict(d.labels),
-            "annotations": {"deployment.kubernetes.io/revision": "1", **d.annotations},
+            "annotations": {**d.annotations,
+                            "deployment.kubernetes.io/revision": str(d.rs.revision if d.rs else 1)},
         },
         "spec": {
             "replicas": d.replicas,
@@ -269,7 +282,7 @@ def deployment(d: Deployment, cluster: Cluster) -> dict:
         },
         "status": {
             "observedGeneration": d.generation,
-            **_omit_zero({"replicas": replicas, "updatedReplicas": replicas, "readyReplicas": ready,
+            **_omit_zero({"replicas": replicas, "updatedReplicas": updated, "readyReplicas": ready,
                           "availableReplicas": ready, "unavailableReplicas": max(0, d.replicas - ready)}),
             "conditions": [
                 {"type": "Available", "status": "True" if available else "False",
@@ -288,7 +301,7 @@ def deployment(d: Deployment, cluster: Cluster) -> dict:
 def replicaset(rs: ReplicaSet, cluster: Cluster) -> dict:
     d = rs.deployment
     replicas, ready, _gen = rs.status or (0, 0, 0)
-    labels = {"app": d.name, **d.spec.labels, "pod-template-hash": rs.hash}
+    labels = {**rs.template_labels, "pod-template-hash": rs.hash}
     return {
         "kind": "ReplicaSet",
         "apiVersion": "apps/v1",
@@ -302,14 +315,14 @@ def replicaset(rs: ReplicaSet, cluster: Cluster) -> dict:
             "labels": labels,
             "annotations": {"deployment.kubernetes.io/desired-replicas": str(d.replicas),
                             "deployment.kubernetes.io/max-replicas": str(d.replicas + (d.replicas + 3) // 4),
-                            "deployment.kubernetes.io/revision": "1"},
+                            "deployment.kubernetes.io/revision": str(rs.revision)},
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": d.name, "uid": d.uid,
                                  "controller": True, "blockOwnerDeletion": True}],
         },
         "spec": {
             "replicas": rs.replicas,
             "selector": {"matchLabels": {"app": d.name, "pod-template-hash": rs.hash}},
-            "template": _template(d, {"pod-template-hash": rs.hash}),
+            "template": _template(d, {"pod-template-hash": rs.hash}, rs),
         },
         "status": {
             "replicas": replicas,

@@ -106,7 +106,7 @@ class Resource:
 
 
 RESOURCES = {
-    "namespaces": Resource("namespaces", "Namespace", "", "v1", False, ("get", "list", "watch"), ("ns",)),
+    "namespaces": Resource("namespaces", "Namespace", "", "v1", False, ("get", "list", "watch", "patch"), ("ns",)),
     "nodes": Resource("nodes", "Node", "", "v1", False, ("get", "list", "watch", "patch"), ("no",)),
     "pods": Resource("pods", "Pod", "", "v1", True, ("delete", "get", "list", "watch", "patch"), ("po",)),
     "deployments": Resource("deployments", "Deployment", "apps", "v1", True,
@@ -679,8 +679,15 @@ class KubeSim:
         async def handler(request: web.Request) -> web.Response:
             ns, name = request.match_info.get("ns"), request.match_info["name"]
             obj = self._lookup(res, ns, name)
-            new = await self._patched(request, self._render(res, obj))
+            current = self._render(res, obj)
+            new = await self._patched(request, current)
             meta = new.get("metadata") or {}
+            if str(meta.get("resourceVersion")) != current["metadata"]["resourceVersion"]:
+                # a resourceVersion in the patch is a precondition, as in the apiserver
+                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res.qualified} "{name}": the '
+                               "object has been modified; please apply your changes to the latest version and "
+                               "try again", {"name": name, "kind": res.name, **({"group": res.group}
+                                                                                  if res.group else {})})
             labels = self._str_map(meta.get("labels"), "metadata.labels")
             annotations = self._str_map(meta.get("annotations"), "metadata.annotations")
             c = self.cluster
@@ -701,13 +708,47 @@ class KubeSim:
                               unschedulable=unsched)
             elif res.name == "pods":
                 c.update_pod_meta(ns, name, labels=labels, annotations=annotations)
+            elif res.name == "namespaces":
+                c.update_namespace_meta(name, labels=labels, annotations=annotations)
             elif res.name == "deployments":
+                template = self._template_of(name, new)
                 c.update_deployment_meta(ns, name, labels=labels, annotations=annotations)
                 replicas = (new.get("spec") or {}).get("replicas")
                 if replicas is not None:
                     self._set_replicas(ns, name, replicas)
+                if template != self._template_of(name, current):
+                    c.update_deployment_template(ns, name, labels=template[0], annotations=template[1],
+                                                 affinity=template[2])
             return _json(self._render(res, self._lookup(res, ns, name)))
         return handler
+
+    def _template_of(self, name: str, dep: dict) -> tuple[dict[str, str], dict[str, str], dict | None]:
+        """(labels, annotations, affinity) of a Deployment's spec.template, validated as the apiserver does
+        for the parts kubesim models (other template fields are not modelled and are ignored)."""
+        tmpl = (dep.get("spec") or {}).get("template") or {}
+        tmeta = tmpl.get("metadata") or {}
+        labels = self._str_map(tmeta.get("labels"), "spec.template.metadata.labels")
+        annotations = self._str_map(tmeta.get("annotations"), "spec.template.metadata.annotations")
+        selector = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        if any(labels.get(k) != v for k, v in selector.items()):
+            raise ApiError(422, "Invalid", f'Deployment.apps "{name}" is invalid: spec.template.metadata.labels: '
+                           f"Invalid value: {labels!r}: `selector` does not match template `labels`")
+        affinity = (tmpl.get("spec") or {}).get("affinity")
+        if affinity is not None and not isinstance(affinity, dict):
+            raise ApiError(422, "Invalid", f'Deployment.apps "{name}" is invalid: spec.template.spec.affinity: '
+                           f"Invalid value: {affinity!r}")
+        for kind in ("podAntiAffinity", "podAffinity"):
+            terms = ((affinity or {}).get(kind) or {}).get("preferredDuringSchedulingIgnoredDuringExecution") or []
+            for i, t in enumerate(terms):
+                where = f"spec.template.spec.affinity.{kind}.preferredDuringSchedulingIgnoredDuringExecution[{i}]"
+                w = t.get("weight") if isinstance(t, dict) else None
+                if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= 100:
+                    raise ApiError(422, "Invalid", f'Deployment.apps "{name}" is invalid: {where}.weight: '
+                                   f"Invalid value: {w!r}: must be in the range 1-100")
+                if not ((t.get("podAffinityTerm") or {}).get("topologyKey")):
+                    raise ApiError(422, "Invalid", f'Deployment.apps "{name}" is invalid: '
+                                   f"{where}.podAffinityTerm.topologyKey: Required value: can not be empty")
+        return labels, annotations, affinity or None
 
     def _h_delete(self, res: Resource):
         async def handler(request: web.Request) -> web.Response:
