@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collector": ("workers.collector", "watch a cluster and publish cluster.events and cluster.metrics"),
     "streams": ("streams.cli", "run a stream-processing worker (profiles, planners)"),
     "actuator": ("workers.actuator", "apply decisions to the cluster safely and publish actions"),
+    "hints": ("workers.hints", "placement hints: profile-type anti-affinity for opted-in namespaces (dry run "
+                               "unless --apply)"),
     "forecast": ("kubetide.forecast_cli", "detect periods and forecast the columns of a CSV trace (JSON contract)"),
     "evaluate": ("kubetide.evaluate", "run a kubesim scenario with kubetide and with the baseline; score both"),
     "record": ("workers.recorder", "record Kafka topics to a file (gzip JSON Lines) for replay"),

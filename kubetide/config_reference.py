@@ -89,6 +89,9 @@ def _sections() -> Iterator[tuple[str, type, str]]:
     yield "collector", collector.CollectorSettings, "the collector (`kubetide collector`)"
     actuator = importlib.import_module("workers.actuator")
     yield "actuator", actuator.ActuatorSettings, "the actuator (`kubetide actuator`)"
+    from streams.core.strategies.placement import PlacementSettings
+
+    yield "placement_hints", PlacementSettings, "placement hints (`kubetide hints`, docs/strategies.md)"
     from streams.core.profile import ProfileSettings
     from streams.core.settings import PlannerSettings
     from streams.core.state import EvictorSettings, GuardSettings

@@ -34,8 +34,9 @@ RBAC: dict[str, set[tuple[str, str, str]]] = {
     },
     "kubetide-actuator": {
         ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "patch"), ("", "pods/eviction", "create"),
-        ("", "nodes", "list"), ("", "nodes", "patch"), ("", "namespaces", "get"),
+        ("", "nodes", "list"), ("", "nodes", "patch"), ("", "namespaces", "get"), ("", "namespaces", "list"),
         ("policy", "poddisruptionbudgets", "list"), ("apps", "deployments", "get"), ("apps", "deployments", "patch"),
+        ("apps", "deployments", "list"),  # `kubetide hints` (placement hints): the Deployments of opted-in namespaces
         ("apps", "deployments/scale", "get"), ("apps", "deployments/scale", "patch"),
         ("apps", "deployments/scale", "update"),
     },
