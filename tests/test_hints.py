@@ -137,6 +137,17 @@ def test_summary_table_and_settings(tmp_path):
         h.settings_from(argparse.Namespace(config=str(cfg)))
 
 
+def test_cli_entry(capsys):
+    from kubetide.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["hints", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "--apply" in text and "--namespace" in text and "kubetide.io/placement-hints=true" in text
+    assert main(["hints", "--bootstrap-servers", "127.0.0.1:1", "--kubeconfig", "/nonexistent/kubeconfig"]) == 2
+
+
 def test_actuator_role_grants_what_hints_need():
     assert missing_rules(actuator_rules(), h.RBAC_RULES) == []
 

@@ -493,14 +493,14 @@ async def amain(args: argparse.Namespace, stop: asyncio.Event | None = None,
         log.warning("--apply given, but the kill switch is on (actuator.dry_run / actuator.paused): dry run")
     bootstrap = bootstrap_from(args)
     embedded = bool(getattr(args, "embedded_broker", False))
-    profiles = await read_profiles(bootstrap, embedded=embedded, timeout_s=args.profiles_timeout)
-    if not profiles:
-        log.error("no profiles in topic %s: nothing to base placement hints on (is the profiler running?)",
-                  PROFILES)
-        return 2
     protected = tuple(actuator.get("protected_namespaces") or DEFAULT_PROTECTED_NAMESPACES)
     api = await new_api_client(getattr(args, "kubeconfig", None), getattr(args, "context", None))
     try:
+        profiles = await read_profiles(bootstrap, embedded=embedded, timeout_s=args.profiles_timeout)
+        if not profiles:
+            log.error("no profiles in topic %s: nothing to base placement hints on (is the profiler running?)",
+                      PROFILES)
+            return 2
         hints = PlacementHints(api, settings, write=write, dry_run_reason=reason, protected_namespaces=protected,
                                conflict_retries=args.conflict_retries, out=lambda s: out(s) if s else None)
         results = await hints.run(profiles, args.namespace)
