@@ -137,6 +137,19 @@ def test_summary_table_and_settings(tmp_path):
         h.settings_from(argparse.Namespace(config=str(cfg)))
 
 
+def test_outcomes_become_actions():
+    patch = {"spec": {"template": {"metadata": {"labels": {PROFILE_TYPE_LABEL: "cpu-bound"}}}}}
+    a = h.to_action(h.HintResult("shop", "web", "applied", "patched", "ok", patch=patch, http_status=200), 5.0, "w")
+    assert (a.decision_topic, a.strategy, a.action, a.outcome, a.reason) == (
+        "placement-hints", "PlacementHints", "patch-template", "applied", "patched")
+    assert a.target == m.WorkloadRef(namespace="shop", kind="Deployment", name="web")
+    assert a.decision_id == h.hint_id("shop", "web", patch) and a.ts == 5.0
+    ns_level = h.to_action(h.HintResult("batch", "*", "skipped", "not-opted-in"), 5.0, "w")
+    assert ns_level.target is None
+    assert not h.HintResult("shop", "web", "skipped", "no-change").audited
+    assert h.HintResult("shop", "web", "dry-run", "kill-switch").audited
+
+
 def test_cli_entry(capsys):
     from kubetide.cli import main
 

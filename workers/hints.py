@@ -430,8 +430,9 @@ class PlacementHints:
 
 def to_action(r: HintResult, ts: float, worker: str) -> m.Action:
     return m.Action(ts=ts, decision_id=hint_id(r.namespace, r.name, r.patch), decision_topic=DECISION_TOPIC,
-                    strategy=STRATEGY, action=ACTION,
-                    target=m.WorkloadRef(namespace=r.namespace, kind="Deployment", name=r.name),
+                    strategy=STRATEGY, action=ACTION,  # a whole-namespace refusal has no workload target
+                    target=None if r.name == "*" else m.WorkloadRef(namespace=r.namespace, kind="Deployment",
+                                                                    name=r.name),
                     outcome=r.outcome, reason=r.reason, message=r.message, http_status=r.http_status, worker=worker)
 
 
