@@ -52,6 +52,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from kubetide.labels import selector_matches
+
 from .scenario import AppSpec, DaemonSetSpec, HpaSpec, PDBSpec, Scenario, SpreadConstraint, Taint, Toleration
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
@@ -270,29 +272,6 @@ class AntiTerm:
     selector: str  # the labelSelector as canonical JSON (a cache key)
     topology_key: str
     namespaces: tuple[str, ...]
-
-
-def selector_matches(selector: dict | None, labels: dict[str, str]) -> bool:
-    """A metav1.LabelSelector (matchLabels + matchExpressions In/NotIn/Exists/DoesNotExist) against labels;
-    an empty selector matches everything, a null one nothing (as in affinity terms)."""
-    if selector is None:
-        return False
-    for k, v in (selector.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for e in selector.get("matchExpressions") or []:
-        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            return False
-    return True
 
 
 def preferred_anti_terms(affinity: dict | None, namespace: str) -> tuple[AntiTerm, ...]:

@@ -13,12 +13,13 @@ import pytest
 from kubesim.server import KubeSim
 from kubetide import models as m
 from kubetide.codec import encode
+from kubetide.labels import selector_matches
 from kubetide.topics import ACTIONS, DECISIONS_AUTOSCALE
 from tests.test_actuator import decision, outcome_of, pod_on, send, started
 from tests.test_actuator_support import TopicReader, running
 from workers.actuator import Actuator, ActuatorSettings
 from workers.kube import new_api_client
-from workers.ledger import DisruptionLedger, selector_matches, skew_after_eviction, zone_constraint, zone_skew
+from workers.ledger import DisruptionLedger, skew_after_eviction, zone_constraint, zone_skew
 from workers.ratelimit import Bucket, KeyedLimiter, Limit
 
 pytestmark = pytest.mark.timeout(60)

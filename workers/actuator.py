@@ -188,6 +188,7 @@ from kubetide import models as m
 from kubetide.codec import DecodeError, dead_letter_for, decode, encode
 from kubetide.config import DEFAULT_PROTECTED_NAMESPACES
 from kubetide.kafka import forget_gaps, gapless_getmany
+from kubetide.labels import selector_matches
 from kubetide.topics import ACTIONS, DEADLETTER, DECISIONS_AUTOSCALE, DECISIONS_DESCHEDULE, DECISIONS_NODESCALE
 from workers.common import (
     add_common_arguments,
@@ -201,8 +202,8 @@ from workers.common import (
     run_worker,
     worker_id,
 )
-from workers.kube import ApiStatusError, ClusterClock, backoff_delays, describe, is_retryable, new_api_client
-from workers.ledger import DisruptionLedger, Reservation, selector_matches, skew_after_eviction, zone_constraint
+from workers.kube import ClusterClock, backoff_delays, call_json, describe, is_retryable, new_api_client
+from workers.ledger import DisruptionLedger, Reservation, skew_after_eviction, zone_constraint
 from workers.ratelimit import KeyedLimiter, Limit, TokenBucket
 
 log = logging.getLogger("kubetide.actuator")
@@ -962,28 +963,10 @@ class Actuator:
     async def get_json(self, fn: Callable[..., Any], *args: Any, retry: bool = True, **kw: Any) -> dict | None:
         """``fn(*args, _preload_content=False)`` → JSON body, None on 404; other errors raise
         :class:`ApiStatusError`. Transient errors are retried with backoff when ``retry``."""
-        delays = backoff_delays(self.settings.backoff_initial_s, self.settings.backoff_max_s)
-        for i in range(1, self.settings.error_max_attempts + 1):
-            try:
-                resp = await fn(*args, _preload_content=False, _request_timeout=self.settings.request_timeout_s,
-                                **kw)
-                try:
-                    self.clock.observe(resp.headers)
-                    if resp.status == 404:
-                        return None
-                    body = await resp.read()
-                    if not 200 <= resp.status < 300:
-                        raise ApiStatusError(resp.status, resp.reason or "", body.decode(errors="replace"),
-                                             resp.headers)
-                    return orjson.loads(body)
-                finally:
-                    resp.release()
-            except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
-                if not retry or i >= self.settings.error_max_attempts or not is_retryable(exc) or \
-                        getattr(exc, "status", None) in (409, 429):
-                    raise
-                await asyncio.sleep(next(delays))
-        raise AssertionError("unreachable")
+        st = self.settings
+        return await call_json(fn, *args, clock=self.clock, attempts=st.error_max_attempts,
+                               backoff=(st.backoff_initial_s, st.backoff_max_s), timeout_s=st.request_timeout_s,
+                               retry=retry, **kw)
 
     async def list_json(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> list[dict]:
         data = await self.get_json(fn, *args, **kw)

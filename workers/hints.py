@@ -52,7 +52,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import orjson
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -63,7 +62,7 @@ from kubetide.codec import DecodeError, decode, encode
 from kubetide.config import DEFAULT_PROTECTED_NAMESPACES
 from kubetide.topics import ACTIONS, PROFILES
 from streams.core.strategies.placement import OPT_IN_LABEL, PlacementSettings, dry_run_diff, opted_in, placement_patch
-from workers.kube import ApiStatusError, ClusterClock, backoff_delays, describe, is_retryable, new_api_client
+from workers.kube import ClusterClock, call_json, describe, new_api_client
 
 log = logging.getLogger("kubetide.hints")
 
@@ -276,31 +275,9 @@ class PlacementHints:
 
     async def _json(self, fn: Callable[..., Any], *args: Any, retry: bool = True, **kw: Any) -> dict | None:
         """``fn(*args, _preload_content=False)`` → JSON, None on 404; errors raise :class:`ApiStatusError`;
-        5xx / timeouts / connection errors retried with backoff when ``retry``."""
-        delays = backoff_delays(*self.backoff)
-        for i in range(1, self.error_max_attempts + 1):
-            try:
-                resp = await fn(*args, _preload_content=False, _request_timeout=self.request_timeout_s, **kw)
-                try:
-                    self.clock.observe(resp.headers)
-                    if resp.status == 404:
-                        return None
-                    body = await resp.read()
-                    if not 200 <= resp.status < 300:
-                        raise ApiStatusError(resp.status, resp.reason or "", body.decode(errors="replace"),
-                                             resp.headers)
-                    return orjson.loads(body)
-                finally:
-                    resp.release()
-            except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
-                if not retry or i >= self.error_max_attempts or not is_retryable(exc) or \
-                        getattr(exc, "status", None) in (409, 429, 403):
-                    raise
-                delay = next(delays)
-                log.warning("%s failed (%s); retry %d in %.1fs", getattr(fn, "__name__", "API call"), describe(exc),
-                            i, delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+        5xx / timeouts / connection errors retried with backoff when ``retry`` (each retry logged)."""
+        return await call_json(fn, *args, clock=self.clock, attempts=self.error_max_attempts, backoff=self.backoff,
+                               timeout_s=self.request_timeout_s, retry=retry, log_retries=log, **kw)
 
     async def namespaces(self, only: Sequence[str] = ()) -> tuple[dict[str, dict[str, str]], list[HintResult]]:
         """(opted-in namespace -> its labels, results for the namespaces left out)."""

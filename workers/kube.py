@@ -23,6 +23,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+import orjson
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -146,6 +147,39 @@ def backoff_delays(initial: float, maximum: float, *, rng: random.Random | None 
     while True:
         yield rng.uniform(d / 2, d)
         d = min(maximum, d * 2)
+
+
+async def call_json(fn: Any, *args: Any, clock: ClusterClock, attempts: int, backoff: tuple[float, float],
+                    timeout_s: float, retry: bool = True, log_retries: logging.Logger | None = None,
+                    **kw: Any) -> dict | None:
+    """``fn(*args, _preload_content=False)`` (a kubernetes_asyncio API method) → the JSON body, None on 404.
+    Other errors raise (:class:`ApiStatusError` for an error answer). When ``retry``, transient trouble
+    (:func:`is_retryable`) is retried with jittered backoff up to ``attempts`` calls in all; a 409 conflict and a
+    429 (an eviction's PDB refusal) are never retried here: the caller decides. Every answer's Date header feeds
+    ``clock``. ``log_retries`` logs each retry with its reason."""
+    delays = backoff_delays(*backoff)
+    for i in range(1, max(1, attempts) + 1):
+        try:
+            resp = await fn(*args, _preload_content=False, _request_timeout=timeout_s, **kw)
+            try:
+                clock.observe(resp.headers)
+                if resp.status == 404:
+                    return None
+                body = await resp.read()
+                if not 200 <= resp.status < 300:
+                    raise ApiStatusError(resp.status, resp.reason or "", body.decode(errors="replace"), resp.headers)
+                return orjson.loads(body)
+            finally:
+                resp.release()
+        except (ApiException, aiohttp.ClientError, TimeoutError) as exc:
+            if not retry or i >= attempts or not is_retryable(exc) or getattr(exc, "status", None) in (409, 429):
+                raise
+            delay = next(delays)
+            if log_retries is not None:
+                log_retries.warning("%s failed (%s); retry %d in %.1fs", getattr(fn, "__name__", "API call"),
+                                    describe(exc), i, delay)
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def describe(exc: BaseException) -> str:

@@ -16,8 +16,8 @@ and counts the reservation at once, so concurrent decisions see it), then either
 (it happened: it stays in the window) or *released* (it did not happen: forgotten). A budget
 of 0 or less disables that check.
 
-Helpers: :func:`selector_matches` (Kubernetes label selectors: matchLabels + matchExpressions),
-:func:`zone_constraint`, :func:`zone_skew` and :func:`skew_after_eviction` for the zone guard.
+Helpers for the zone guard: :func:`zone_constraint`, :func:`zone_skew` and :func:`skew_after_eviction`
+(label selectors are :func:`kubetide.labels.selector_matches`).
 """
 
 from __future__ import annotations
@@ -108,28 +108,6 @@ class DisruptionLedger:
 
 
 # ------------------------------------------------------------------ selectors and zones
-
-def selector_matches(selector: Mapping | None, labels: Mapping[str, str]) -> bool:
-    """Kubernetes LabelSelector semantics; an empty selector matches everything, None nothing."""
-    if selector is None:
-        return False
-    for k, v in (selector.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-        if op not in ("In", "NotIn", "Exists", "DoesNotExist"):
-            return False  # unknown operator: match nothing (safe side)
-    return True
-
 
 def zone_constraint(pod_spec: Mapping, zone_label: str) -> tuple[int, Mapping | None] | None:
     """(maxSkew, labelSelector) of the pod's tightest topologySpreadConstraint on ``zone_label``, or None."""
