@@ -597,8 +597,10 @@ class Cluster:
 
     def _select_node(self, pod: Pod, ctx: _SchedCtx | None = None) -> Node | None:
         """Default-scheduler-like: filter (unschedulable, taints, node selector, requests, topology spread
-        DoNotSchedule), then score least-allocated + zone/node spread of the app + ScheduleAnyway spread
-        + PreferNoSchedule taint penalty; ties go to the lexicographically first node name."""
+        DoNotSchedule), then score least-allocated + spread + PreferNoSchedule taint penalty; ties go to the
+        lexicographically first node name. Spread: a pod with topology spread constraints is scored by its
+        ScheduleAnyway ones only, like PodTopologySpread (:func:`_soft_spread_score`, weight 2); a pod without
+        any by a default zone/node spread of its app."""
         ctx = ctx or self._sched_ctx()
         idx = ctx.select(pod)
         return None if idx is None else ctx.nodes[idx]
@@ -1828,6 +1830,37 @@ def _static_reason(pod: Pod, node: Node) -> str | None:
     return None
 
 
+# kube-scheduler's default plugin weight of PodTopologySpread (NodeResourcesFit: 1)
+SPREAD_SCORE_WEIGHT = 2.0
+
+
+def _soft_spread_score(spread: Iterable[SpreadConstraint], zone_counts: np.ndarray, node_counts: np.ndarray,
+                       zones: int) -> np.ndarray | float:
+    """PodTopologySpread's score of the feasible nodes for a pod's explicit constraints, × its weight 2.
+
+    Like kube-scheduler (``podtopologyspread/scoring.go``): only ``ScheduleAnyway`` constraints count; a
+    node's raw score is the sum over them of ``log(domains + 2) × matching pods in the node's domain +
+    (maxSkew − 1)`` (domains: the zones of the feasible nodes, or the feasible nodes for the hostname key),
+    normalised over the feasible nodes to ``100 × (max + min − raw) / max`` (100 everywhere when max is 0).
+    ``zone_counts`` / ``node_counts``: the pod's app's pods in each feasible node's zone / on the node."""
+    raw: np.ndarray | None = None
+    for sc in spread:
+        if sc.when_unsatisfiable != "ScheduleAnyway":
+            continue
+        if sc.topology_key == ZONE_LABEL:
+            c, size = zone_counts, zones
+        else:
+            c, size = node_counts, node_counts.size
+        term = math.log(size + 2) * c + (sc.max_skew - 1)
+        raw = term if raw is None else raw + term
+    if raw is None:
+        return 0.0
+    hi, lo = float(raw.max()), float(raw.min())
+    if hi <= 0:
+        return SPREAD_SCORE_WEIGHT * 100.0
+    return SPREAD_SCORE_WEIGHT * 100.0 * (hi + lo - raw) / hi
+
+
 class _SchedCtx:
     """Node arrays for one scheduling batch (built once, updated on every bind): the filter and score
     run as numpy expressions over all nodes instead of a Python loop per (pod, node)."""
@@ -2056,14 +2089,14 @@ class _SchedCtx:
             zone_per = np.bincount(self.zone, weights=counts, minlength=len(self.zones))
             zc = zone_per[self.zone[idx]]
             nc = counts[idx]
-            zmax, nmax = zc.max(), nc.max()
-            score = score + 0.5 * (100.0 * (zmax - zc) / zmax if zmax else 100.0)
-            score = score + 0.5 * (100.0 * (nmax - nc) / nmax if nmax else 100.0)
-            for sc in spread:
-                if sc.when_unsatisfiable == "ScheduleAnyway":
-                    c = zc if sc.topology_key == ZONE_LABEL else nc
-                    cmax = c.max()
-                    score = score + 2.0 * (100.0 * (cmax - c) / cmax if cmax else 100.0)
+            if spread:
+                # the pod's own constraints replace the default spreading (PodTopologySpread scores only
+                # its ScheduleAnyway ones; none: no spread score at all)
+                score = score + _soft_spread_score(spread, zc, nc, int(np.unique(self.zone[idx]).size))
+            else:
+                zmax, nmax = zc.max(), nc.max()
+                score = score + 0.5 * (100.0 * (zmax - zc) / zmax if zmax else 100.0)
+                score = score + 0.5 * (100.0 * (nmax - nc) / nmax if nmax else 100.0)
         if self.load_w > 0:
             util = np.minimum(1.0, (self.use_cpu[idx] + pod.cpu_request) / self.alloc_cpu[idx])
             score = score + self.load_w * 100.0 * (1.0 - util)

@@ -91,6 +91,57 @@ def test_scheduler_spreads_by_requests_and_penalises_prefer_no_schedule():
     assert zone_counts(c, "web") == {"zone-a": 2, "zone-b": 2, "zone-c": 2}
 
 
+def test_schedule_anyway_spread_replaces_the_default_spreading():
+    """A pod with its own spread constraints is scored by them alone (kube-scheduler applies the default
+    spreading only to pods without constraints): in zones of unequal size, a ScheduleAnyway maxSkew 1 zone
+    constraint keeps the app's zones within 1 at every scale-out, although the small zones' nodes hold more
+    of the app (a per-node spread term would pull pods into the big zone)."""
+    soft = [{"max_skew": 1, "topology_key": "zone", "when_unsatisfiable": "ScheduleAnyway"}]
+    nodes = [{"zone": "zone-a"}] * 4 + [{"zone": "zone-b"}] * 2 + [{"zone": "zone-c"}] * 2
+    apps = [app(f"api-{i}", replicas=3, requests={"cpu": "500m", "memory": "512Mi"}, topology_spread=soft)
+            for i in range(4)]
+    c = Cluster(load_scenario(doc(apps, groups=[{"name": "general", "cpu": 8, "memory": "32Gi", "nodes": nodes}])))
+    worst = 0
+    for replicas in (8, 13, 20):
+        for i in range(4):
+            c.set_replicas("shop", f"api-{i}", replicas)
+            counts = zone_counts(c, f"api-{i}")
+            assert sum(counts.values()) == replicas
+            worst = max(worst, max(counts.values()) - min(counts.values()))
+    assert worst <= 1
+
+
+def test_soft_spread_score_is_kube_schedulers_normalised_score():
+    """PodTopologySpread's score: Σ log(domains + 2) × count + (maxSkew − 1) over the ScheduleAnyway
+    constraints, normalised to 100 × (max + min − raw) / max over the feasible nodes, × weight 2."""
+    import math
+
+    import numpy as np
+
+    from kubesim.model import SPREAD_SCORE_WEIGHT, _soft_spread_score
+    from kubesim.scenario import SpreadConstraint
+
+    zk, soft = "topology.kubernetes.io/zone", "ScheduleAnyway"
+    zone = SpreadConstraint(max_skew=1, topology_key=zk, when_unsatisfiable=soft)
+    zc, nc = np.array([3.0, 3.0, 2.0, 1.0]), np.array([2.0, 1.0, 2.0, 1.0])
+    got = _soft_spread_score([zone], zc, nc, 3)
+    raw = math.log(5) * zc
+    assert np.allclose(got, SPREAD_SCORE_WEIGHT * 100 * (raw.max() + raw.min() - raw) / raw.max())
+    assert got[3] == pytest.approx(200.0) and got[0] == pytest.approx(200.0 / 3)
+    # maxSkew 2 waters the differences down; a hostname constraint adds the per-node counts
+    loose = SpreadConstraint(max_skew=2, topology_key=zk, when_unsatisfiable=soft)
+    host = SpreadConstraint(max_skew=1, topology_key="kubernetes.io/hostname", when_unsatisfiable=soft)
+    diff = _soft_spread_score([loose], zc, nc, 3)
+    assert 0 < diff[3] - diff[0] < got[3] - got[0]
+    both = _soft_spread_score([zone, host], zc, nc, 3)
+    raw2 = math.log(5) * zc + math.log(6) * nc
+    assert np.allclose(both, SPREAD_SCORE_WEIGHT * 100 * (raw2.max() + raw2.min() - raw2) / raw2.max())
+    # DoNotSchedule constraints are filters only: no score; no pods yet: every node scores the maximum
+    hard = SpreadConstraint(max_skew=1, topology_key=zk, when_unsatisfiable="DoNotSchedule")
+    assert _soft_spread_score([hard], zc, nc, 3) == 0.0
+    assert np.allclose(_soft_spread_score([zone], np.zeros(4), np.zeros(4), 3), SPREAD_SCORE_WEIGHT * 100)
+
+
 def test_deletion_cost_picks_scale_down_victims():
     c = Cluster(load_scenario(doc([app(replicas=4, pods=[{"index": 2, "deletion_cost": -5},
                                                          {"index": 0, "deletion_cost": 100}])])))
