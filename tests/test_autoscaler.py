@@ -152,6 +152,18 @@ def test_scale_in_takes_from_the_biggest_zone_unready_then_newest():
     assert scale_in_pods(pods, 3)[2] == "c2"  # then a (1) vs c (2): c
 
 
+def test_scale_in_ties_go_to_the_busiest_zone():
+    """Among zones holding as many pods, the one whose nodes are busiest loses a pod first (the spare
+    replica stays where there is room); without load figures, or with equal ones, the zone name decides."""
+    pods = {"a": [(1, 1.0, "a1"), (1, 2.0, "a2")], "b": [(1, 1.0, "b1"), (1, 2.0, "b2")], "c": [(1, 1.0, "c1")]}
+    assert scale_in_pods(pods, 1) == ["a2"]
+    assert scale_in_pods(pods, 1, {"a": 30.0, "b": 60.0, "c": 90.0}) == ["b2"]
+    assert scale_in_pods(pods, 2, {"a": 30.0, "b": 60.0, "c": 90.0}) == ["b2", "a2"]  # then a alone has most
+    assert scale_in_pods(pods, 3, {"a": 30.0, "b": 60.0, "c": 90.0})[2] == "c1"  # 1/1/1: the busiest, c
+    assert scale_in_pods(pods, 1, {"a": 50.0, "b": 50.0}) == ["a2"]
+    assert scale_in_pods(pods, 1, {"a": 50.0}) == ["a2"]  # b has no figure: counts as idle
+
+
 @pytest.mark.parametrize("seed", range(20))
 def test_scale_in_never_raises_the_zone_skew(seed):
     rng = np.random.default_rng(seed)
@@ -159,7 +171,8 @@ def test_scale_in_never_raises_the_zone_skew(seed):
     pods = {z: [(int(rng.integers(0, 2)), float(rng.random()), f"{z}-{i}") for i in range(n)]
             for z, n in counts.items()}
     k = int(rng.integers(0, sum(counts.values()) + 1))
-    out = scale_in_pods(pods, k)
+    busy = {z: float(rng.random() * 100) for z in ZONES}
+    out = scale_in_pods(pods, k, busy if seed % 2 else None)
     assert len(out) == k and len(set(out)) == k
     after = {z: counts[z] - sum(1 for p in out if p.startswith(z + "-")) for z in ZONES}
     skew_before = max(counts.values()) - min(counts.values())
@@ -227,6 +240,33 @@ def test_scale_in_names_pods_of_the_overrepresented_zone():
     assert len(victims) == 6 - d.desired_replicas
     assert all(st.pods[("shop", v)].node == "n-zone-a" for v in victims[:3])
     assert d.evidence["zone_skew_after"] <= 1
+
+
+def test_scale_in_keeps_the_spare_replica_in_the_zone_with_room():
+    """Zone a has two nodes, b and c one each: with 3/3/3 pods at the same per-pod usage b's and c's
+    nodes run twice as hot as a's; a scale-in by 2 takes one pod from each of b and c (a keeps the spare
+    replicas, skew 1), where the zone-name order alone would have taken one from a."""
+    st = _state()
+    _node(st, "n-zone-a", "zone-a")
+    _node(st, "n-zone-a2", "zone-a")
+    _node(st, "n-zone-b", "zone-b")
+    _node(st, "n-zone-c", "zone-c")
+    _deployment(st, "web", 9, {"kubetide.io/autoscale": "true"})
+    where = ["n-zone-a", "n-zone-a2", "n-zone-a", "n-zone-b", "n-zone-b", "n-zone-b", "n-zone-c", "n-zone-c",
+             "n-zone-c"]
+    for i, node in enumerate(where):
+        _pod(st, f"web-{i}", node, created=T0 + i)
+    pol = asc.AutoscalePolicy(min_replicas=1, max_replicas=40, target_cpu_utilization=70,
+                              predictive=asc.PredictiveTrigger(enabled=False),
+                              behavior=asc.hpa.HpaBehavior(scale_down=asc.hpa.HpaScalingRules(
+                                  0, "Max", (asc.hpa.HpaPolicy("Pods", 2, 15),))))
+    a = AutoscalerSettings(workloads={"shop/web": pol}, sync_period_s=0).planner()
+    _tick(st, T0 + 10, 0.1)
+    (d,) = a.plan(st, T0 + 10)
+    assert d.desired_replicas == 7
+    victims = d.evidence["scale_in_pods"].split(",")
+    assert sorted(st.pods[("shop", v)].node for v in victims) == ["n-zone-b", "n-zone-c"]
+    assert d.evidence["zone_skew_after"] == 1
 
 
 def test_predictive_scales_before_the_spike():

@@ -35,7 +35,9 @@ set, summed (a queue length per partition adds up to the app's queue length).
 **Zone-aware scale-in.** Kubernetes' ReplicaSet picks the pods to delete without looking at zones,
 so a scale-in could leave a workload skewed across zones. For a scale-in of ``k`` replicas the planner
 chooses the ``k`` pods to remove — repeatedly one from the zone holding most of the workload's
-Running pods (not-ready pods first, then the newest) — and names them in the decision's evidence
+Running pods (among zones holding as many, the one whose nodes are busiest in the tick's samples, so
+the spare replicas maxSkew allows stay where there is room; within the zone not-ready pods first, then
+the newest) — and names them in the decision's evidence
 (``scale_in_pods``, comma-separated ``name``). The actuator annotates those pods
 ``controller.kubernetes.io/pod-deletion-cost: "-1000"`` before writing the scale, so the
 ReplicaSet controller deletes them first (not-ready / unscheduled pods still go before them, which
@@ -203,13 +205,18 @@ class _Prepared:
     max_skew: int
 
 
-def scale_in_pods(pods_by_zone: Mapping[str, list[tuple[int, float, str]]], n: int) -> list[str]:
+def scale_in_pods(pods_by_zone: Mapping[str, list[tuple[int, float, str]]], n: int,
+                  zone_cpu_pct: Mapping[str, float] | None = None) -> list[str]:
     """The ``n`` pods to remove first so the zone skew never grows: each time one from the zone with most
-    pods (ties: zone name), within it not-ready before ready, then the newest, then by name."""
+    pods — among zones with as many, the one whose nodes are busiest (``zone_cpu_pct``: mean CPU % of its
+    nodes; a zone without a figure counts as idle), then by zone name —, within it not-ready before ready,
+    then the newest, then by name. (The tie-break keeps the odd replicas that maxSkew allows in the zones
+    with the most room: when zones differ in size, their nodes stay closer in load.)"""
     left = {z: sorted(v, key=lambda p: (p[0], -p[1], p[2])) for z, v in pods_by_zone.items()}
+    busy = zone_cpu_pct or {}
     out: list[str] = []
     for _ in range(max(0, n)):
-        z = max(sorted(left), key=lambda k: len(left[k]), default=None)
+        z = max(sorted(left), key=lambda k: (len(left[k]), busy.get(k, -math.inf)), default=None)
         if z is None or not left[z]:
             break
         out.append(left[z].pop(0)[2])
@@ -398,7 +405,7 @@ class Autoscaler:
         self.evidence[key] = ev
         if d is None or d.desired_replicas >= o.replicas:
             return d
-        victims = scale_in_pods(o.pods_by_zone, o.replicas - d.desired_replicas)
+        victims = scale_in_pods(o.pods_by_zone, o.replicas - d.desired_replicas, zone_cpu_pct(state))
         counts = {z: len(v) for z, v in o.pods_by_zone.items()}
         for v in victims:
             z = next(z for z, pods in o.pods_by_zone.items() if any(p[2] == v for p in pods))
@@ -406,6 +413,19 @@ class Autoscaler:
         extra = {"scale_in_pods": ",".join(victims), "zone_skew_after": _zone_skew(counts),
                  "max_skew": o.max_skew}
         return d.model_copy(update={"evidence": {**d.evidence, **extra}})
+
+
+def zone_cpu_pct(state: ClusterState) -> dict[str, float]:
+    """Mean CPU usage % of each zone's ready nodes in the current tick's samples (nodes without a sample
+    left out; a zone with none is absent)."""
+    per: dict[str, list[float]] = {}
+    for n in state.ready_nodes():
+        smp = state.sample(n)
+        z = state.zone_of(n)
+        if smp is None or z is None or (pct := smp.cpu_pct) is None or not math.isfinite(pct):
+            continue
+        per.setdefault(z, []).append(pct)
+    return {z: float(np.mean(v)) for z, v in per.items()}
 
 
 def _zones(state: ClusterState) -> list[str]:
