@@ -235,3 +235,22 @@ def test_last_landing_is_the_latest_among_the_kept_landings() -> None:
     assert st.last_landing("shop/web", "a") == 30.0 and st.last_landing("shop/web", "b") == 20.0
     del st.landings[:2]  # dropped from the front (the state keeps the last 1000)
     assert st.last_landing("shop/web", "a") is None and st.last_landing("shop/web", "b") == 20.0
+
+
+def test_per_version_rebuilds_on_a_new_version_another_state_or_another_key() -> None:
+    from streams.core.state import ClusterState, PerVersion
+
+    pv, builds = PerVersion(), []
+
+    def build() -> int:
+        builds.append(1)
+        return len(builds)
+
+    st, other = ClusterState(), ClusterState()
+    assert pv.get(st, "x", build, key=(1,)) == 1
+    assert pv.get(st, "x", build, key=(1,)) == 1  # same state, version and key: kept
+    assert pv.get(st, "x", build, key=(2,)) == 2  # the caller's key changed
+    st.version += 1
+    assert pv.get(st, "x", build, key=(2,)) == 3  # an event was applied
+    assert pv.get(other, "x", build, key=(2,)) == 4  # another state never reads this one's value
+    assert pv.get(other, "y", build) == 5 and pv.get(other, "x", build, key=(2,)) == 4  # one value per name

@@ -436,12 +436,8 @@ class NodeScaler:
     def _annotations(self, state: ClusterState, ts: float, elastic: dict[str, str]) -> list[NodescaleDecision]:
         out = []
         # what differs reads only the state's objects and the join ranks (which change only with its nodes)
-        ranks = tuple(sorted(self.join_seq.items()))
-        ranked, mismatches = self._per_version.get(state, "cost",
-                                                   lambda: (ranks, self._cost_mismatches(state, elastic)))
-        if ranked != ranks:
-            mismatches = self._cost_mismatches(state, elastic)
-            self._per_version.put(state, "cost", (ranks, mismatches))
+        mismatches = self._per_version.get(state, "cost", lambda: self._cost_mismatches(state, elastic),
+                                           key=tuple(sorted(self.join_seq.items())))
         for node, group, want, keys in mismatches:
             todo = [f"{key[0]}/{key[1]}" for key in keys if self._fresh(("cost", key, node, want), ts)]
             for i in range(0, len(todo), self.s.max_pods_per_annotation):

@@ -520,21 +520,20 @@ def _recent(d: dict[Any, float], now: float, keep_s: float) -> dict[Any, float]:
 
 class PerVersion:
     """Values a planner derives from a :class:`ClusterState`'s objects, rebuilt only after an event was applied
-    to it (``state.version`` moved) or when asked about another state. Unlike :meth:`ClusterState.cached` the
-    values live with the planner (they may depend on its settings); each holds the state it was built from
-    and is compared by identity, so a different state never reads another one's value."""
+    to it (``state.version`` moved), when asked about another state, or when the caller's own ``key`` (inputs
+    that are not in the state, e.g. the planner's bookkeeping) differs from the one it was built with. Unlike
+    :meth:`ClusterState.cached` the values live with the planner (they may depend on its settings); each holds
+    the state it was built from and is compared by identity, so a different state never reads another one's
+    value. One value per ``name``."""
 
     def __init__(self) -> None:
-        self._hits: dict[str, tuple[ClusterState, int, Any]] = {}
+        self._hits: dict[str, tuple[ClusterState, int, Any, Any]] = {}
 
-    def get(self, state: ClusterState, name: str, build: Callable[[], Any]) -> Any:
+    def get(self, state: ClusterState, name: str, build: Callable[[], Any], *, key: Any = None) -> Any:
         hit = self._hits.get(name)
-        if hit is None or hit[0] is not state or hit[1] != state.version:
-            hit = self._hits[name] = (state, state.version, build())
-        return hit[2]
-
-    def put(self, state: ClusterState, name: str, value: Any) -> None:
-        self._hits[name] = (state, state.version, value)
+        if hit is None or hit[0] is not state or hit[1] != state.version or hit[2] != key:
+            hit = self._hits[name] = (state, state.version, key, build())
+        return hit[3]
 
 
 # ---------------------------------------------------------------- pod-choice filters
