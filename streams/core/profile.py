@@ -221,12 +221,13 @@ class AppProfileState:
             self.stage[1, f:f + m] = mem
             self.stage_fill = f + m
         total = float(cpu.sum()) if cpu_sum is None else cpu_sum
-        if self._h_lo <= ts < self._h_hi:
+        latest = self._h_lo <= ts < self._h_hi
+        if latest:
             self.hist_sum[self._h_i] += total
             self.hist_cnt[self._h_i] += cpu.size
         else:
-            self._history(ts, total, cpu.size)
-        if self._h_lo <= ts < self._h_hi:  # the latest slot: count its scrape rounds (late samples add none)
+            latest = self._history(ts, total, cpu.size)
+        if latest:  # the latest slot: count its scrape rounds (late samples add none)
             i, sp = self._h_i, self.slot_pods
             if pods is None:
                 self.hist_rounds[i] += rounds
@@ -238,7 +239,9 @@ class AppProfileState:
                         top = c
                 self.hist_rounds[i] = top
 
-    def _history(self, ts: float, total: float, count: int) -> None:
+    def _history(self, ts: float, total: float, count: int) -> bool:
+        """Add to the history slot of ``ts`` (a newer slot becomes the latest one, clearing the slots skipped).
+        True when that slot is the latest one."""
         s = self.settings
         slot = math.floor(ts / s.history_slot_s)
         if self.hist_last is None or slot > self.hist_last:
@@ -254,12 +257,15 @@ class AppProfileState:
             self.hist_last = slot
             self.slot_pods = {}
         elif slot <= self.hist_last - s.history_slots:
-            return  # older than the history
+            return False  # older than the history
         i = slot % s.history_slots
         self.hist_sum[i] += total
         self.hist_cnt[i] += count
-        if slot == self.hist_last:  # fast path for the next samples of the same slot
-            self._h_lo, self._h_hi, self._h_i = slot * s.history_slot_s, (slot + 1) * s.history_slot_s, i
+        if slot != self.hist_last:
+            return False
+        # fast path for the next samples of the same slot
+        self._h_lo, self._h_hi, self._h_i = slot * s.history_slot_s, (slot + 1) * s.history_slot_s, i
+        return True
 
     def _insert(self, bids: tuple[int, ...], values: np.ndarray) -> None:
         latest = self.last_ts if self.last_ts is not None else -math.inf
