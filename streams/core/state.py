@@ -450,6 +450,14 @@ class ClusterState:
                 out.setdefault(k[0], []).append((k, b))
         return out
 
+    def _pods_by_label(self) -> dict[tuple[str, str, str], list[tuple[Key, PodSnapshot]]]:
+        """(namespace, label, value) -> the pods carrying it, in :attr:`pods` order (for ``cached``)."""
+        index: dict[tuple[str, str, str], list[tuple[Key, PodSnapshot]]] = {}
+        for k, p in self.pods.items():
+            for lk, lv in p.labels.items():
+                index.setdefault((k[0], lk, lv), []).append((k, p))
+        return index
+
     def pods_by_workload(self) -> dict[str, list[tuple[Key, PodSnapshot]]]:
         """Pods grouped by workload key (sorted by pod key), rebuilt only after an event."""
         def build() -> dict[str, list[tuple[Key, PodSnapshot]]]:
@@ -626,40 +634,57 @@ def spread_counts(state: ClusterState, namespace: str, pod: PodSnapshot, c: Topo
     """Matching pods per domain of ``c.topology_key``, counted like the scheduler: Running and ready
     pods of the namespace matching ``c.match_labels``, over the domains of ready nodes that pass the
     pod's node selector. ``moved`` maps pods already planned to move this tick to their target node.
-    ``cache`` (a dict owned by the caller, cleared whenever ``moved`` changes) memoises the counts."""
-    ck = (namespace, c.topology_key, tuple(sorted(c.match_labels.items())), tuple(sorted(pod.node_selector.items())))
+    ``cache`` (a dict owned by the caller, cleared whenever ``moved`` changes) memoises the counts.
+
+    The domains (:func:`spread_domains`) and the counted pods (:func:`spread_members`) are memoised on
+    the state until its next event, so a call costs one zone lookup per counted pod."""
+    selector = tuple(sorted(pod.node_selector.items()))
+    labels = tuple(sorted(c.match_labels.items()))
+    ck = (namespace, c.topology_key, labels, selector)
     if cache is not None and ck in cache:
         return dict(cache[ck])
-    moved = moved or {}
-    counts: dict[str, int] = {}
-    for n in state.ready_nodes():
-        node = state.nodes[n]
-        if all(node.labels.get(k) == v for k, v in pod.node_selector.items()):
-            d = state.zone_of(n, c.topology_key)
-            if d is not None:
-                counts.setdefault(d, 0)
-    index = cache.get(("__labels__",)) if cache is not None else None
-    if index is None:  # (namespace, label, value) -> pods
-        index = {}
-        for k, p in state.pods.items():
-            for lk, lv in p.labels.items():
-                index.setdefault((k[0], lk, lv), []).append((k, p))
-        if cache is not None:
-            cache[("__labels__",)] = index
-    if not c.match_labels:
+    counts = dict(spread_domains(state, c.topology_key, selector))
+    if not labels:
         return counts
-    pods = min((index.get((namespace, lk, lv), []) for lk, lv in c.match_labels.items()), key=len)
-    for k, p in pods:
-        if p.phase != "Running" or not p.ready or not p.node:
-            continue
-        if any(p.labels.get(lk) != lv for lk, lv in c.match_labels.items()):
-            continue
-        d = state.zone_of(moved.get(k, p.node), c.topology_key)
+    moved = moved or {}
+    zone_of = state.zone_of
+    for k, node in spread_members(state, namespace, labels):
+        d = zone_of(moved.get(k, node), c.topology_key)
         if d is not None and d in counts:
             counts[d] += 1
     if cache is not None:
         cache[ck] = dict(counts)
     return counts
+
+
+def spread_domains(state: ClusterState, topology_key: str, selector: tuple[tuple[str, str], ...]) -> dict[str, int]:
+    """Every domain of ``topology_key`` among the ready nodes whose labels pass ``selector`` (sorted
+    ``(label, value)`` pairs) -> 0, in ready-node order; memoised until the next event (don't change it)."""
+    def build() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for n in state.ready_nodes():
+            node = state.nodes[n]
+            if all(node.labels.get(k) == v for k, v in selector):
+                d = state.zone_of(n, topology_key)
+                if d is not None:
+                    counts.setdefault(d, 0)
+        return counts
+
+    return state._memo("spread_domains", (topology_key, selector), build)
+
+
+def spread_members(state: ClusterState, namespace: str,
+                   labels: tuple[tuple[str, str], ...]) -> list[tuple[Key, str]]:
+    """(pod key, node) of the namespace's Running, ready, placed pods whose labels match ``labels`` (sorted
+    ``(label, value)`` pairs, at least one), in :attr:`ClusterState.pods` order; memoised until the next event."""
+    def build() -> list[tuple[Key, str]]:
+        index = state.cached("pods_by_label", state._pods_by_label)
+        pods = min((index.get((namespace, lk, lv), []) for lk, lv in labels), key=len)
+        return [(k, p.node) for k, p in pods
+                if p.phase == "Running" and p.ready and p.node
+                and all(p.labels.get(lk) == lv for lk, lv in labels)]
+
+    return state._memo("spread_members", (namespace, labels), build)
 
 
 def skew(counts: dict[str, int]) -> int:
@@ -841,8 +866,7 @@ class Choice:
 
     def take(self, key: Key, pod: PodSnapshot, from_node: str, target: str, usage: tuple[float, float]) -> None:
         self.moved[key] = target
-        index = self.spread_cache.get(("__labels__",))
-        self.spread_cache = {} if index is None else {("__labels__",): index}
+        self.spread_cache = {}
         self._add(target, (pod.requests.cpu_cores, pod.requests.mem_bytes), usage)
         self.node_n[from_node] += 1
         self.ns_n[key[0]] += 1
