@@ -39,6 +39,7 @@ class TickAssembler:
     seen: dict[str, float] = field(default_factory=dict)  # node -> latest tick it reported
     last_completed: float | None = None
     late: int = 0
+    _lagging: str | None = field(default=None, init=False, repr=False, compare=False)  # see _all_reported
 
     def tick_of(self, ts: float) -> float:
         return math.floor(ts / self.tick_s) * self.tick_s if self.tick_s > 0 else ts
@@ -64,12 +65,11 @@ class TickAssembler:
         if not self.pending:
             return []
         ready = list(ready_nodes)
-        watermark = min((self.seen.get(n, -math.inf) for n in ready), default=-math.inf)
         newest = max(self.pending)
         done: list[tuple[float, dict[str, NodeSummary]]] = []
         for pt in sorted(self.pending):
             overflow = len(self.pending) - len(done) > self.max_pending
-            if pt <= watermark or newest > pt + self.lateness_s or overflow:
+            if newest > pt + self.lateness_s or overflow or self._all_reported(pt, ready):
                 done.append((pt, self.pending[pt]))
             else:
                 break
@@ -77,3 +77,22 @@ class TickAssembler:
             del self.pending[pt]
             self.last_completed = pt
         return done
+
+    def _all_reported(self, pt: float, ready: list[str]) -> bool:
+        """Has every node of ``ready`` reported ``pt`` or a later tick (``pt`` <= the nodes' watermark)?
+
+        The last node found behind is remembered and asked first: while it still is, the answer is no at
+        once (a summary completes nothing until its tick's last node reported). Otherwise the nodes are
+        scanned from the end of ``ready``, so with summaries arriving in node order a scan stops at the
+        first node it asks and only the tick's last summary scans them all."""
+        if not ready:
+            return False  # no known ready node: only the lateness bound completes a tick
+        seen, lag = self.seen, self._lagging
+        if lag is not None and seen.get(lag, -math.inf) < pt and lag in ready:
+            return False
+        for n in reversed(ready):
+            if seen.get(n, -math.inf) < pt:
+                self._lagging = n
+                return False
+        self._lagging = None
+        return True

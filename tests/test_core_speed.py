@@ -1,0 +1,136 @@
+"""The hot-path indexes and shortcuts give the same answers as the plain computations they replace (pure)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from kubetide import models as m
+from streams.core.messages import NodeSummary
+from streams.core.state import ZONE_LABEL, ClusterState, Key, spread_counts
+from streams.core.ticks import TickAssembler
+from tests.test_core_state import T0, node_ev, pod_ev, state_of, summary
+
+
+class PlainTickAssembler(TickAssembler):
+    """The tick rule as first written: the watermark is the minimum over every ready node, every time."""
+
+    def _complete(self, ready_nodes):  # type: ignore[no-untyped-def]
+        if not self.pending:
+            return []
+        ready = list(ready_nodes)
+        watermark = min((self.seen.get(n, -math.inf) for n in ready), default=-math.inf)
+        newest = max(self.pending)
+        done: list[tuple[float, dict[str, NodeSummary]]] = []
+        for pt in sorted(self.pending):
+            overflow = len(self.pending) - len(done) > self.max_pending
+            if pt <= watermark or newest > pt + self.lateness_s or overflow:
+                done.append((pt, self.pending[pt]))
+            else:
+                break
+        for pt, _ in done:
+            del self.pending[pt]
+            self.last_completed = pt
+        return done
+
+
+def test_tick_assembler_matches_the_plain_watermark_rule() -> None:
+    """Random arrival orders, silent / late nodes, ready sets that change (nodes added, deleted, not ready):
+    the remembered lagging node never changes which ticks complete, nor when."""
+    rng = random.Random(7)
+    for case in range(60):
+        nodes = [f"n{i}" for i in range(rng.randint(1, 8))]
+        kw = {"lateness_s": rng.choice([0.0, 20.0, 60.0]), "max_pending": rng.choice([2, 64])}
+        fast, plain = TickAssembler(**kw), PlainTickAssembler(**kw)
+        ready = list(nodes)
+        for t in range(25):
+            ts = T0 + 10 * t
+            order = [n for n in nodes if rng.random() > 0.15]  # some nodes skip a tick
+            if rng.random() < 0.5:
+                rng.shuffle(order)
+            for n in order:
+                late = rng.random() < 0.05
+                s = summary(ts - 10 if late else ts, n, 1)
+                got, want = fast.add(s, ready), plain.add(s, ready)
+                assert [(p, sorted(x)) for p, x in got] == [(p, sorted(x)) for p, x in want], (case, t, n)
+            if rng.random() < 0.2:  # the ready set changes (a node deleted, not ready, or back)
+                ready = [n for n in nodes if rng.random() > 0.3]
+                if rng.random() < 0.3:
+                    ready = []
+                got, want = fast.recheck(ready), plain.recheck(ready)
+                assert [p for p, _ in got] == [p for p, _ in want], (case, t)
+        assert (fast.last_completed, fast.late, sorted(fast.pending)) == \
+            (plain.last_completed, plain.late, sorted(plain.pending))
+
+
+def test_tick_assembler_remembered_lagging_node_must_still_be_ready() -> None:
+    ta = TickAssembler(lateness_s=1000)
+    ta.add(summary(T0, "a", 1), ["a", "b"])  # b lags
+    assert ta.pending
+    # b is no longer ready (deleted): the tick completes although b never reported
+    assert [t for t, _ in ta.recheck(["a"])] == [T0]
+
+
+def plain_spread_counts(state: ClusterState, namespace: str, pod: m.PodSnapshot, c: m.TopologySpread,
+                        moved: dict[Key, str] | None = None) -> dict[str, int]:
+    """spread_counts as first written: every ready node's domain, then every pod of the state, per call."""
+    moved = moved or {}
+    counts: dict[str, int] = {}
+    for n in state.ready_nodes():
+        node = state.nodes[n]
+        if all(node.labels.get(k) == v for k, v in pod.node_selector.items()):
+            d = state.zone_of(n, c.topology_key)
+            if d is not None:
+                counts.setdefault(d, 0)
+    if not c.match_labels:
+        return counts
+    for k, p in state.pods.items():
+        if k[0] != namespace or p.phase != "Running" or not p.ready or not p.node:
+            continue
+        if any(p.labels.get(lk) != lv for lk, lv in c.match_labels.items()):
+            continue
+        d = state.zone_of(moved.get(k, p.node), c.topology_key)
+        if d is not None and d in counts:
+            counts[d] += 1
+    return counts
+
+
+def test_spread_counts_match_the_plain_count_across_events() -> None:
+    """The memoised domains and members follow every event (pods placed, deleted, not ready; nodes not ready,
+    relabelled) and the moves of the tick, for zone and other topology keys and node selectors."""
+    rng = random.Random(11)
+    zones, pools = ["a", "b", "c"], ["x", "y"]
+
+    def node(i: int) -> m.ClusterEvent:
+        return node_ev(f"n{i}", zone=rng.choice(zones), ready=rng.random() > 0.2,
+                       labels={"pool": rng.choice(pools), "rack": rng.choice(["r1", "r2"])})
+
+    def pod(i: int) -> m.ClusterEvent:
+        return pod_ev(rng.choice(["shop", "batch"]), f"p{i}", rng.choice([None, *[f"n{j}" for j in range(6)]]),
+                      app=rng.choice(["web", "api"]), phase=rng.choice(["Running", "Running", "Pending"]),
+                      ready=rng.random() > 0.2, labels={"app": rng.choice(["web", "api"]),
+                                                         "tier": rng.choice(["fe", "be"])})
+
+    st = state_of(*[node(i) for i in range(6)], *[pod(i) for i in range(30)])
+    constraints = [m.TopologySpread(max_skew=1, topology_key=key, match_labels=labels)
+                   for key in (ZONE_LABEL, "rack", "pool")
+                   for labels in ({"app": "web"}, {"app": "api", "tier": "fe"}, {})]
+    selectors: list[dict[str, str]] = [{}, {"pool": "x"}, {"pool": "y", "rack": "r2"}]
+    for step in range(40):
+        ev = node(rng.randrange(6)) if rng.random() < 0.3 else pod(rng.randrange(34))
+        if ev.kind == "Pod" and rng.random() < 0.2:
+            ev = ev.model_copy(update={"type": "DELETED"})
+        st.apply_event(ev)
+        moved = {k: f"n{rng.randrange(6)}" for k in rng.sample(sorted(st.pods), 3)}
+        cache: dict = {}
+        for c in constraints:
+            for sel in selectors:
+                for ns in ("shop", "batch"):
+                    probe = m.PodSnapshot(node="n0", phase="Running", node_selector=sel,
+                                          requests=m.Resources(cpu_cores=0, mem_bytes=0))
+                    want = plain_spread_counts(st, ns, probe, c, moved)
+                    assert spread_counts(st, ns, probe, c, moved) == want, (step, c, sel, ns)
+                    assert list(spread_counts(st, ns, probe, c, moved)) == list(want)  # same domain order
+                    got = spread_counts(st, ns, probe, c, moved, cache)
+                    got[next(iter(got), "none")] = -1  # the caller may change what it got
+                    assert spread_counts(st, ns, probe, c, moved, cache) == want
