@@ -368,6 +368,9 @@ class Cluster:
         self._needs_reconcile = False
         self._reconciling = False
         self._preempted = False
+        # (tick, rv) at the end of the last reconcile whose controllers and scheduler changed nothing: see
+        # update_pod_meta (None: that reconcile changed something, or none ran yet)
+        self._settled: tuple[int, int] | None = None
         self._n_not_ready = 0
         self._n_pending = 0
         self._dirty_apps: set | None = None  # apps whose pods changed since the PDBs were recomputed
@@ -850,19 +853,28 @@ class Cluster:
         updated = len(by_owner.get(dep.rs.uid, []))
         return (len(pods), ready, dep.generation, updated)
 
-    def reconcile(self) -> None:
-        """Run the controllers and the scheduler until the model is consistent."""
+    def reconcile(self, *, settled: bool = False) -> None:
+        """Run the controllers and the scheduler until the model is consistent.
+
+        ``settled``: the ReplicaSet controller and the scheduler are known to have nothing to do (see
+        :meth:`update_pod_meta`); only the PDB and status controllers run."""
         self._reconciling = True
         try:
-            self._reconcile()
+            self._reconcile(settled)
         finally:
             self._reconciling = False
             self._needs_reconcile = self._preempted
             self._preempted = False
 
-    def _reconcile(self) -> None:
-        by_owner = self._reconcile_replicasets()
-        self.schedule_pending()  # binds pods (no owner changes) or preempts (then the next reconcile sees it)
+    def _reconcile(self, settled: bool = False) -> None:
+        rv0 = self.rv
+        by_owner = None
+        if not settled:
+            by_owner = self._reconcile_replicasets()
+            self.schedule_pending()  # binds pods (no owner changes) or preempts (then the next reconcile sees it)
+        # every change the ReplicaSet controller or the scheduler makes is emitted (pods added, bound, removed,
+        # ReplicaSets scaled): none means that, until another change, running them again changes nothing
+        settled = self.rv == rv0 and not self._preempted
         if not self.pdb_controller_paused and self.pdbs:
             dirty = self._dirty_apps
             todo = [pdb for pdb in self.pdbs.values()
@@ -880,14 +892,16 @@ class Cluster:
                 for pdb in todo:
                     self._recompute_pdb(pdb, by_label)
             self._dirty_apps = set()
-        if by_owner is None or self._preempted:
-            by_owner = self._by_owner()
+        if self._preempted:
+            by_owner = None
         changed_apps, self._status_dirty = self._status_dirty, set()
         for dep in self.deployments.values():
             assert dep.rs is not None
             if ((dep.namespace, dep.name) not in changed_apps
                     and dep.status and dep.rs.status and dep.status[2] == dep.generation):
                 continue  # none of its pods changed since the last status
+            if by_owner is None:
+                by_owner = self._by_owner()
             st = self._deployment_status(dep, by_owner)
             rs_st = (st[3], sum(1 for p in by_owner.get(dep.rs.uid, []) if p.ready), dep.generation)
             if rs_st != dep.rs.status:
@@ -896,6 +910,7 @@ class Cluster:
             if st != dep.status:
                 dep.status = st
                 self._emit("MODIFIED", "deployments", dep)
+        self._settled = (self.tick, self.rv) if settled else None
 
     # ------------------------------------------------------------------ mutations (API verbs)
 
@@ -1016,13 +1031,21 @@ class Cluster:
         pod = self.pods.get((namespace, name))
         if pod is None:
             return None
+        # Annotations are read by no controller here but the ReplicaSet's scale-in ranking (pod-deletion-cost),
+        # which only runs on a ReplicaSet with more pods than replicas. So when the last reconcile, in this tick,
+        # found nothing for the ReplicaSet controller and the scheduler to do and nothing changed since
+        # (no event: every change is one), an annotation alone leaves them nothing to do either: the reconcile
+        # runs the PDB and status controllers only (the same events). Each pod of an ``annotate-pods``
+        # decision costs one full reconcile otherwise.
+        settled = (labels is None and not self._reconciling and not self._preempted
+                   and self._settled == (self.tick, self.rv))
         if labels is not None:
             pod.labels = labels
             self._dirty_apps = None
         if annotations is not None:
             pod.annotations = annotations
         self._emit("MODIFIED", "pods", pod)
-        self.reconcile()
+        self.reconcile(settled=settled)
         return pod
 
     def update_deployment_meta(self, namespace: str, name: str, *, labels: dict | None = None,
@@ -1714,6 +1737,7 @@ class Cluster:
             self.reconcile()
         self._update_usage(dt=dt)
         self._account(dt)
+        self._settled = None  # the usage moved (the load-aware scheduler reads it): the next reconcile runs in full
 
     def _account(self, dt: float) -> None:
         for n in self.nodes.values():
