@@ -7,9 +7,9 @@ import random
 
 from kubetide import models as m
 from streams.core.messages import NodeSummary
-from streams.core.state import ZONE_LABEL, ClusterState, Key, spread_counts
+from streams.core.state import ZONE_LABEL, ClusterState, EvictorSettings, Key, _evictable, evictable, spread_counts
 from streams.core.ticks import TickAssembler
-from tests.test_core_state import T0, node_ev, pod_ev, state_of, summary
+from tests.test_core_state import T0, node_ev, pdb_ev, pod_ev, state_of, summary
 
 
 class PlainTickAssembler(TickAssembler):
@@ -134,3 +134,45 @@ def test_spread_counts_match_the_plain_count_across_events() -> None:
                     got = spread_counts(st, ns, probe, c, moved, cache)
                     got[next(iter(got), "none")] = -1  # the caller may change what it got
                     assert spread_counts(st, ns, probe, c, moved, cache) == want
+
+
+def test_evictable_memo_follows_events_ticks_and_settings() -> None:
+    """The per-pod answer is kept until the next event, and only for the same pod snapshot, settings and tick."""
+    st = state_of(node_ev("n1"), pod_ev("shop", "p", "n1", created_at=T0), pdb_ev("shop", "pdb", {"app": "web"}, 0))
+    key = ("shop", "p")
+    assert evictable(key, st.pods[key], st) == (False, "pdb-pdb")
+    st.apply_event(pdb_ev("shop", "pdb", {"app": "web"}, 1, type="MODIFIED"))  # an event: asked again
+    assert evictable(key, st.pods[key], st) == (True, "ok")
+    young, any_age = EvictorSettings(min_pod_age_s=100), EvictorSettings(min_pod_age_s=0)
+    st.apply_tick(T0 + 50, {})
+    assert evictable(key, st.pods[key], st, young) == (False, "too-young")
+    assert evictable(key, st.pods[key], st, any_age) == (True, "ok")  # other settings: not the memoised answer
+    assert evictable(key, st.pods[key], st, young) == (False, "too-young")
+    st.apply_tick(T0 + 150, {})  # the next tick, no event: the pod has grown old enough
+    assert evictable(key, st.pods[key], st, young) == (True, "ok")
+    other = st.pods[key].model_copy(update={"phase": "Pending"})  # another snapshot under the same key
+    assert evictable(key, other, st) == (False, "phase-pending")
+
+
+def test_evictable_memo_matches_the_plain_check_in_a_planner_run() -> None:
+    """Every answer the strategies got in a run equals the plain (unmemoised) check at that moment."""
+    from streams.core import state as core_state
+    from tests.test_core_thrash import simulate
+
+    asked: list[bool] = []
+    memoised = core_state.evictable
+
+    def checked(key: Key, pod: m.PodSnapshot, state: ClusterState,
+                settings: EvictorSettings | None = None) -> tuple[bool, str]:
+        got = memoised(key, pod, state, settings)
+        assert got == _evictable(key, pod, state, settings or state.evictor, state.tick_ts)
+        asked.append(True)
+        return got
+
+    core_state.evictable = checked
+    try:
+        simulate()
+    finally:
+        core_state.evictable = memoised
+    assert asked
+

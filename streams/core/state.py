@@ -554,6 +554,21 @@ def evictable(key: Key, pod: PodSnapshot, state: ClusterState,
     actuator's Eviction API call is the real guard.
     """
     settings = settings or state.evictor
+    # memoised per pod until the next event: the answer reads only the pod, the settings, the tick and the
+    # PDBs (several strategies, and LowNodeLoad twice per candidate, ask about the same pods in a tick)
+    memo: dict[Key, tuple[PodSnapshot, EvictorSettings, float | None, tuple[bool, str]]] = \
+        state.cached("evictable", dict)
+    now = state.tick_ts
+    hit = memo.get(key)
+    if hit is not None and hit[0] is pod and hit[1] is settings and hit[2] == now:
+        return hit[3]
+    out = _evictable(key, pod, state, settings, now)
+    memo[key] = (pod, settings, now, out)
+    return out
+
+
+def _evictable(key: Key, pod: PodSnapshot, state: ClusterState, settings: EvictorSettings,
+               now: float | None) -> tuple[bool, str]:
     namespace = key[0]
     if pod.phase != "Running":
         return False, f"phase-{pod.phase.lower()}"
@@ -574,7 +589,6 @@ def evictable(key: Key, pod: PodSnapshot, state: ClusterState,
         return False, "system-critical"
     if pod.local_storage and not settings.evict_local_storage_pods and safe != "true":
         return False, "local-storage"
-    now = state.tick_ts
     if settings.min_pod_age_s > 0 and pod.created_at is not None and now is not None \
             and now - pod.created_at <= settings.min_pod_age_s:
         return False, "too-young"
