@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
+
 from kubetide import models as m
+from streams.core.forecast import _candidates as fc_candidates
 from streams.core.messages import NodeSummary
 from streams.core.state import ZONE_LABEL, ClusterState, EvictorSettings, Key, _evictable, evictable, spread_counts
 from streams.core.ticks import TickAssembler
@@ -176,3 +179,61 @@ def test_evictable_memo_matches_the_plain_check_in_a_planner_run() -> None:
         core_state.evictable = memoised
     assert asked
 
+
+def _plain_candidates(x: np.ndarray, interval_s: float, lags: list[int], method: str) -> dict:
+    """forecast._candidates' seasonal family as first written: every candidate computes its own profile."""
+    from streams.core import forecast as fc
+
+    out = fc_candidates(x, interval_s, lags, method)
+    nonneg = bool(np.nanmin(x) >= 0) if (~np.isnan(x)).any() else False
+    if lags:
+        big = max(lags)
+        for hl_frac in (1 / 48, 1 / 8, 1 / 2):
+            for dec in (0.5, 0.85):
+                hl = max(1.0, big * hl_frac)
+                key = f"h={hl:g},d={dec:g}"
+                out[f"seasonal:{key}"] = lambda t, h, hl=hl, dec=dec: fc._seasonal(t, lags, h, halflife=hl, decay=dec)
+                if nonneg:
+                    out[f"seasonal-log:{key}"] = (lambda t, h, hl=hl, dec=dec: np.expm1(
+                        fc._seasonal(np.log1p(np.maximum(t, 0)), lags, h, halflife=hl, decay=dec)))
+        main_period = big * interval_s
+        for hl_frac in (1 / 48, 1 / 8):
+            hl = max(1.0, big * hl_frac)
+            out[f"blend:h={hl:g}"] = lambda t, h, hl=hl: 0.5 * (
+                fc._seasonal(t, lags, h, halflife=hl, decay=0.85)
+                + fc.fft_filter(t, interval_s, h, period_s=main_period, level_halflife=hl))
+    if method == "auto":
+        return out
+    return {k: v for k, v in out.items() if k.split(":")[0] == method}
+
+
+def test_shared_seasonal_profiles_forecast_bit_for_bit() -> None:
+    """Candidates sharing a profile (same series, horizon, decay) forecast exactly what each computing its own
+    does: same values, same backtest errors, same chosen method."""
+    from streams.core import forecast as fc
+
+    rng = np.random.default_rng(3)
+    t = np.arange(1500)
+    for case in range(8):
+        day = rng.choice([96, 144, 288])
+        x = 5 + 3 * np.sin(2 * np.pi * t / day) + 0.5 * np.sin(2 * np.pi * t / (day // 4)) \
+            + rng.normal(0, 0.3 + 0.2 * case, len(t))
+        if case % 2:
+            x[rng.random(len(t)) < 0.05] = np.nan  # gaps
+        if case % 3 == 0:
+            x = x - 6  # negative values: no log candidates
+        x = x[: rng.integers(600, 1500)]
+        for method in ("auto", "seasonal", "seasonal-log", "blend"):
+            try:
+                shared = fc.forecast(x, 60.0, 120, method=method)
+            except ValueError:
+                continue
+            fc._candidates = _plain_candidates
+            try:
+                plain = fc.forecast(x, 60.0, 120, method=method)
+            finally:
+                fc._candidates = fc_candidates
+            assert shared.method == plain.method, (case, method)
+            assert shared.backtest == plain.backtest, (case, method)
+            assert np.array_equal(shared.values, plain.values, equal_nan=True), (case, method)
+            assert np.array_equal(shared.upper, plain.upper, equal_nan=True), (case, method)

@@ -315,6 +315,14 @@ def _seasonal(x: np.ndarray, periods: Sequence[int], horizon: int, *, k_cycles: 
     """Multi-period seasonal profile + level (see the module doc). Recency weights are per
     *longest* cycle (``decay`` per ``max(periods)`` of age), so a short period averages every one
     of its cycles within the last ``k_cycles`` longest cycles."""
+    r, total = _seasonal_profile(x, periods, horizon, k_cycles=k_cycles, decay=decay)
+    return _ewm_level(r, halflife) + total
+
+
+def _seasonal_profile(x: np.ndarray, periods: Sequence[int], horizon: int, *, k_cycles: int = 4,
+                      decay: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_seasonal` before its level: (the history less its profiles, the profiles over the horizon).
+    The level's ``halflife`` is not used here, so candidates differing only in it share this part."""
     n = len(x)
     r = x.copy()
     fut = np.arange(n, n + horizon)
@@ -349,8 +357,7 @@ def _seasonal(x: np.ndarray, periods: Sequence[int], horizon: int, *, k_cycles: 
         phase_prof[(n - cycles * p + np.arange(p)) % p] = prof
         r = r - phase_prof[np.arange(n) % p]
         total += phase_prof[fut % p]
-    level = _ewm_level(r, halflife)
-    return level + total
+    return r, total
 
 
 def seasonal_naive(series: Sequence[float] | np.ndarray, interval_s: float, horizon: int, *,
@@ -428,16 +435,27 @@ def _candidates(x: np.ndarray, interval_s: float, lags: list[int], method: str) 
     n = len(x)
     nonneg = bool(np.nanmin(x) >= 0) if (~np.isnan(x)).any() else False
     out: dict[str, Predictor] = {}
+    # The seasonal candidates differ in the level's half-life and the profile's decay: the profile is computed
+    # once per (series, horizon, decay, log) and each half-life only adds its level (see _seasonal).
+    profiles: dict[tuple[int, int, float, bool], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def seasonal(t: np.ndarray, h: int, hl: float, dec: float, log: bool = False) -> np.ndarray:
+        key = (id(t), h, dec, log)
+        hit = profiles.get(key)
+        if hit is None or hit[0] is not t:  # (the series is kept in the entry: its id is not reused meanwhile)
+            src = np.log1p(np.maximum(t, 0)) if log else t
+            hit = profiles[key] = (t, *_seasonal_profile(src, lags, h, decay=dec))
+        return _ewm_level(hit[1], hl) + hit[2]
+
     if lags:
         big = max(lags)
         for hl_frac in (1 / 48, 1 / 8, 1 / 2):
             for dec in (0.5, 0.85):
                 hl = max(1.0, big * hl_frac)
                 key = f"h={hl:g},d={dec:g}"
-                out[f"seasonal:{key}"] = lambda t, h, hl=hl, dec=dec: _seasonal(t, lags, h, halflife=hl, decay=dec)
+                out[f"seasonal:{key}"] = lambda t, h, hl=hl, dec=dec: seasonal(t, h, hl, dec)
                 if nonneg:
-                    out[f"seasonal-log:{key}"] = (lambda t, h, hl=hl, dec=dec: np.expm1(
-                        _seasonal(np.log1p(np.maximum(t, 0)), lags, h, halflife=hl, decay=dec)))
+                    out[f"seasonal-log:{key}"] = (lambda t, h, hl=hl, dec=dec: np.expm1(seasonal(t, h, hl, dec, True)))
     for hl in (1.0, 4.0, 16.0):
         out[f"ses:h={hl:g}"] = lambda t, h, hl=hl: np.full(h, _ewm_level(t, hl))
     out["last"] = lambda t, h: np.full(h, _ewm_level(t, 1e-6))
@@ -454,7 +472,7 @@ def _candidates(x: np.ndarray, interval_s: float, lags: list[int], method: str) 
         for hl_frac in (1 / 48, 1 / 8):
             hl = max(1.0, big * hl_frac)
             out[f"blend:h={hl:g}"] = lambda t, h, hl=hl: 0.5 * (
-                _seasonal(t, lags, h, halflife=hl, decay=0.85)
+                seasonal(t, h, hl, 0.85)
                 + fft_filter(t, interval_s, h, period_s=main_period, level_halflife=hl))
     if method != "auto":
         out.update(explicit)
