@@ -368,9 +368,9 @@ class Cluster:
         self._needs_reconcile = False
         self._reconciling = False
         self._preempted = False
-        # (tick, rv) at the end of the last reconcile whose controllers and scheduler changed nothing: see
+        # rv at the end of the last reconcile whose ReplicaSet controller and scheduler changed nothing: see
         # update_pod_meta (None: that reconcile changed something, or none ran yet)
-        self._settled: tuple[int, int] | None = None
+        self._settled: int | None = None
         self._n_not_ready = 0
         self._n_pending = 0
         self._dirty_apps: set | None = None  # apps whose pods changed since the PDBs were recomputed
@@ -910,7 +910,7 @@ class Cluster:
             if st != dep.status:
                 dep.status = st
                 self._emit("MODIFIED", "deployments", dep)
-        self._settled = (self.tick, self.rv) if settled else None
+        self._settled = self.rv if settled else None
 
     # ------------------------------------------------------------------ mutations (API verbs)
 
@@ -1032,13 +1032,14 @@ class Cluster:
         if pod is None:
             return None
         # Annotations are read by no controller here but the ReplicaSet's scale-in ranking (pod-deletion-cost),
-        # which only runs on a ReplicaSet with more pods than replicas. So when the last reconcile, in this tick,
-        # found nothing for the ReplicaSet controller and the scheduler to do and nothing changed since
-        # (no event: every change is one), an annotation alone leaves them nothing to do either: the reconcile
-        # runs the PDB and status controllers only (the same events). Each pod of an ``annotate-pods``
-        # decision costs one full reconcile otherwise.
+        # which only runs on a ReplicaSet with more pods than replicas. So when the last reconcile found nothing
+        # for the ReplicaSet controller and the scheduler to do and nothing changed since (no event: every change
+        # to what they read — pods, nodes, replicas — is one; the clock and the measured usage only move the
+        # scores of nodes a pod could go to, and none could), an annotation alone leaves them nothing to do
+        # either: the reconcile runs the PDB and status controllers only (the same events). Each pod of an
+        # ``annotate-pods`` decision or of a scale-in costs one full reconcile otherwise.
         settled = (labels is None and not self._reconciling and not self._preempted
-                   and self._settled == (self.tick, self.rv))
+                   and self._settled == self.rv)
         if labels is not None:
             pod.labels = labels
             self._dirty_apps = None
@@ -1737,7 +1738,6 @@ class Cluster:
             self.reconcile()
         self._update_usage(dt=dt)
         self._account(dt)
-        self._settled = None  # the usage moved (the load-aware scheduler reads it): the next reconcile runs in full
 
     def _account(self, dt: float) -> None:
         for n in self.nodes.values():

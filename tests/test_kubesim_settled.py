@@ -43,7 +43,7 @@ def _run(cls: type[Cluster], seed: int) -> tuple[list[tuple], list[tuple], int]:
                     ann.pop(DELETION_COST, None)
                 else:
                     ann[DELETION_COST] = str(rng.randint(-100, 100))
-                before = c._settled == (c.tick, c.rv)
+                before = c._settled == c.rv
                 c.update_pod_meta(*key, annotations=ann)
                 settled += before and cls is Cluster
         elif r < 0.7:
@@ -76,8 +76,9 @@ def test_settled_is_forgotten_after_any_change() -> None:
     c = Cluster(_scenario())
     key = next(k for k, p in c.pods.items() if p.app == "web")
     c.update_pod_meta(*key, annotations={DELETION_COST: "1"})
-    assert c._settled == (c.tick, c.rv)  # nothing left to do
+    assert c._settled == c.rv  # nothing left to do
     c.set_replicas("shop", "web", 9)  # pods created (some Pending): the scheduler had work
-    assert c._settled is None or c._settled == (c.tick, c.rv)
-    c.step()
-    assert c._settled is None  # usage moved
+    assert c._settled is None
+    rv = c.rv
+    c.update_pod_meta(*key, labels={"app": "web", "x": "y"})  # labels: always in full (and nothing to do)
+    assert c.rv > rv and c._settled == c.rv
