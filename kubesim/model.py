@@ -1045,7 +1045,12 @@ class Cluster:
             self._dirty_apps = None
         if annotations is not None:
             pod.annotations = annotations
+        struct_dirty = self._struct_dirty
         self._emit("MODIFIED", "pods", pod)
+        if labels is None:
+            # the per-pod usage arrays (and what reads them while they are current) use no annotation: an
+            # annotation alone does not make them stale (each one cost a rebuild at the next step)
+            self._struct_dirty = struct_dirty
         self.reconcile(settled=settled)
         return pod
 

@@ -12,10 +12,16 @@ from tests.test_kubesim_fleet import app, doc, elastic_groups
 
 
 class FullReconcile(Cluster):
-    """Every reconcile in full, as before the shortcut."""
+    """Every reconcile in full, and the usage arrays rebuilt after every pod change, as before the shortcuts."""
 
     def reconcile(self, *, settled: bool = False) -> None:
         super().reconcile()
+
+    def update_pod_meta(self, namespace: str, name: str, *, labels: dict | None = None,
+                        annotations: dict | None = None) -> Any:
+        out = super().update_pod_meta(namespace, name, labels=labels, annotations=annotations)
+        self._struct_dirty = True
+        return out
 
 
 def _scenario() -> Any:
@@ -32,6 +38,7 @@ def _run(cls: type[Cluster], seed: int) -> tuple[list[tuple], list[tuple], int]:
     events: list[tuple] = []
     c.listeners.append(lambda et, res, obj: events.append((et, res, getattr(obj, "name", ""), obj.rv)))
     settled = 0
+    usage: list[tuple] = []  # after every step: what the usage model computed (from its per-pod arrays)
     rng = random.Random(seed)
     for _ in range(120):
         r = rng.random()
@@ -55,10 +62,12 @@ def _run(cls: type[Cluster], seed: int) -> tuple[list[tuple], list[tuple], int]:
             c.update_pod_meta(*key, labels={**c.pods[key].labels, "touched": "yes"})
         else:
             c.step()
+            usage.append((dict(c.sla), [(p.name, p.usage_cpu, p.usage_memory) for p in c.pods.values()],
+                          [(n.name, n.usage_cpu, n.usage_memory) for n in c.nodes.values()], dict(c.counters)))
     state = sorted((k, p.node_name, p.phase, p.ready, tuple(sorted(p.annotations.items())))
                    for k, p in c.pods.items())
     state += sorted((k, pdb.disruptions_allowed, pdb.current_healthy) for k, pdb in c.pdbs.items())
-    return events, state, settled
+    return events, [*state, *usage], settled
 
 
 def test_annotations_after_a_settled_reconcile_change_nothing_else() -> None:
