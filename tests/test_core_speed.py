@@ -237,3 +237,44 @@ def test_shared_seasonal_profiles_forecast_bit_for_bit() -> None:
             assert shared.backtest == plain.backtest, (case, method)
             assert np.array_equal(shared.values, plain.values, equal_nan=True), (case, method)
             assert np.array_equal(shared.upper, plain.upper, equal_nan=True), (case, method)
+
+
+def plain_pdbs_for(state: ClusterState, namespace: str, pod: m.PodSnapshot) -> list[tuple[Key, m.PdbSnapshot]]:
+    return [(k, b) for k, b in sorted(state.pdbs.items())
+            if k[0] == namespace and b.match_labels
+            and all(pod.labels.get(lk) == lv for lk, lv in b.match_labels.items())]
+
+
+def test_pdbs_for_follows_selector_and_status_changes() -> None:
+    """Random PDBs appear, go, change their selector or only their status, between pod events: pdbs_for always
+    equals the plain scan with the current snapshots, and a status-only change keeps the selector memo."""
+    rng = random.Random(5)
+    st = state_of(node_ev("n1"), *[pod_ev(ns, f"p{i}", "n1", app=app, labels={"app": app, "tier": tier})
+                                   for i, (ns, app, tier) in enumerate(
+                                       (rng.choice(["shop", "batch"]), rng.choice(["web", "api", "db"]),
+                                        rng.choice(["fe", "be"])) for _ in range(12))])
+    selectors = [{"app": "web"}, {"app": "api"}, {"tier": "fe"}, {"app": "db", "tier": "be"}, {}]
+    kept = 0
+    for step in range(150):
+        ns, name = rng.choice(["shop", "batch"]), f"pdb{rng.randrange(4)}"
+        before = st.pdb_selectors_version
+        old = st.pdbs.get((ns, name))
+        r = rng.random()
+        if r < 0.15 and old is not None:
+            st.apply_event(pdb_ev(ns, name, dict(old.match_labels), 0, type="DELETED"))
+        elif r < 0.35 or old is None:
+            st.apply_event(pdb_ev(ns, name, rng.choice(selectors), rng.randrange(3),
+                                  type="ADDED" if old is None else "MODIFIED"))
+        elif r < 0.8:  # status only
+            st.apply_event(pdb_ev(ns, name, dict(old.match_labels), rng.randrange(3), type="MODIFIED"))
+            assert st.pdb_selectors_version == before
+            kept += 1
+        else:  # a pod event in between
+            i = rng.randrange(12)
+            st.apply_event(pod_ev(rng.choice(["shop", "batch"]), f"p{i}", "n1",
+                                  labels={"app": rng.choice(["web", "api", "db"]), "tier": rng.choice(["fe", "be"])}))
+        for k, p in sorted(st.pods.items()):
+            got = st.pdbs_for(k[0], p)
+            assert got == plain_pdbs_for(st, k[0], p), (step, k)
+            assert all(b is st.pdbs[pk] for pk, b in got)  # the current snapshots
+    assert kept > 30

@@ -207,6 +207,11 @@ class ClusterState:
     # (landings signature, (workload, node) -> latest landing ts): see last_landing()
     _landing_index: tuple[tuple[int, int, int], dict[tuple[str, str], float]] | None = \
         field(default=None, repr=False, compare=False)
+    # Bumped when a PDB appears, goes or changes its selector (not its status): which PDBs select which labels
+    # (see pdbs_for) is kept across the frequent status-only PDB events and every other event.
+    pdb_selectors_version: int = field(default=0, repr=False, compare=False)
+    _pdb_match: tuple[int, dict[tuple[str, tuple[tuple[str, str], ...]], list[Key]]] = \
+        field(default_factory=lambda: (-1, {}), repr=False, compare=False)
 
     def cached(self, name: str, build: Callable[[], Any]) -> Any:
         """``build()``'s value, recomputed only when an event was applied since it was last built."""
@@ -246,11 +251,16 @@ class ClusterState:
                 assert ev.node is not None
                 self.nodes[ev.name] = ev.node
         elif ev.kind == "PodDisruptionBudget":
+            old_pdb = self.pdbs.get(key)
             if deleted:
                 self.pdbs.pop(key, None)
+                if old_pdb is not None:
+                    self.pdb_selectors_version += 1
             else:
                 assert ev.pdb is not None
                 self.pdbs[key] = ev.pdb
+                if old_pdb is None or old_pdb.match_labels != ev.pdb.match_labels:
+                    self.pdb_selectors_version += 1
         elif ev.kind == "Deployment":
             if deleted:
                 self.deployments.pop(key, None)
@@ -438,10 +448,23 @@ class ClusterState:
         return self._memo("requested_on", node, build)  # until the next event
 
     def pdbs_for(self, namespace: str, pod: PodSnapshot) -> list[tuple[Key, PdbSnapshot]]:
-        # memoised per (namespace, pod labels) until the next event: most pods share their workload's labels
-        return list(self._memo("pdbs_for", (namespace, tuple(pod.labels.items())), lambda: [
-            (k, b) for k, b in self.cached("pdbs_by_namespace", self._pdbs_by_namespace).get(namespace, ())
-            if all(pod.labels.get(lk) == lv for lk, lv in b.match_labels.items())]))
+        """The namespace's PDBs whose selector matches the pod, by key, with their current snapshots. Which
+        ones match is memoised per (namespace, pod labels) until a PDB appears, goes or changes its selector
+        (``pdb_selectors_version``): most pods share their workload's labels, and most PDB events only move
+        their status (disruptions allowed), which is read from :attr:`pdbs` at each call."""
+        version, memo = self._pdb_match
+        if version != self.pdb_selectors_version:
+            self._pdb_match = (self.pdb_selectors_version, memo := {})
+        mk = (namespace, tuple(pod.labels.items()))
+        keys = memo.get(mk)
+        if keys is None:
+            if len(memo) > 2 * len(self.pods) + 256:  # bounded (pods with labels of their own come and go)
+                memo.clear()
+            keys = memo[mk] = [
+                k for k, b in self.cached("pdbs_by_namespace", self._pdbs_by_namespace).get(namespace, ())
+                if all(pod.labels.get(lk) == lv for lk, lv in b.match_labels.items())]
+        pdbs = self.pdbs
+        return [(k, pdbs[k]) for k in keys]
 
     def _pdbs_by_namespace(self) -> dict[str, list[tuple[Key, PdbSnapshot]]]:
         out: dict[str, list[tuple[Key, PdbSnapshot]]] = {}
