@@ -478,8 +478,7 @@ class Cluster:
     def _create_deployment(self, app: AppSpec, created: float) -> Deployment:
         dep = Deployment(app, app.name, app.namespace, self._uid(), app.replicas, created,
                          labels={"app": app.name, **app.labels})
-        h = hashlib.sha256(f"{app.namespace}/{app.name}/{app.image}".encode()).digest()
-        phash = "".join(_ALNUM[b % len(_ALNUM)] for b in h[:10])
+        phash = _template_hash(f"{app.namespace}/{app.name}/{app.image}")
         rs = ReplicaSet(f"{app.name}-{phash}", app.namespace, self._uid(), phash, dep, created, app.replicas,
                         template_labels={"app": app.name, **app.labels}, template_annotations=dict(app.annotations))
         dep.rs = rs
@@ -1095,8 +1094,7 @@ class Cluster:
             return dep
         app = dep.spec
         raw = json.dumps([namespace, name, app.image, labels, annotations, affinity], sort_keys=True)
-        h = hashlib.sha256(raw.encode()).digest()
-        phash = "".join(_ALNUM[b % len(_ALNUM)] for b in h[:10])
+        phash = _template_hash(raw)
         revision = max(r.revision for r in dep.history) + 1
         new = next((r for r in dep.history if r.hash == phash), None)
         if new is None:
@@ -1842,6 +1840,11 @@ class Cluster:
 
     def iter_pods(self, namespace: str | None = None) -> Iterable[Pod]:
         return (p for p in self.pods.values() if namespace is None or p.namespace == namespace)
+
+
+def _template_hash(raw: str) -> str:
+    """A ``pod-template-hash`` (10 characters of :data:`_ALNUM`) derived from ``raw``, the template's identity."""
+    return "".join(_ALNUM[b % len(_ALNUM)] for b in hashlib.sha256(raw.encode()).digest()[:10])
 
 
 @functools.lru_cache(maxsize=1024)

@@ -31,6 +31,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from kubetide.labels import selector_matches
+
 from . import render
 from .kubeconfig import write_kubeconfig
 from .model import Cluster
@@ -729,8 +731,7 @@ class KubeSim:
         tmeta = tmpl.get("metadata") or {}
         labels = self._str_map(tmeta.get("labels"), "spec.template.metadata.labels")
         annotations = self._str_map(tmeta.get("annotations"), "spec.template.metadata.annotations")
-        selector = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        if any(labels.get(k) != v for k, v in selector.items()):
+        if not selector_matches((dep.get("spec") or {}).get("selector") or {}, labels):
             raise ApiError(422, "Invalid", f'Deployment.apps "{name}" is invalid: spec.template.metadata.labels: '
                            f"Invalid value: {labels!r}: `selector` does not match template `labels`")
         affinity = (tmpl.get("spec") or {}).get("affinity")
