@@ -1205,6 +1205,27 @@ class Cluster:
                 spec.base_latency_ms, spec.demand.memory_per_core if spec.character == "memory" else 0.0,
                 spec.demand.memory_growth_per_h, 0.0)
 
+    def _ideal_nodes_for(self, cpu: float, mem: float) -> int:
+        """The fewest nodes that hold ``cpu`` / ``mem`` of requests (besides the DaemonSets') with this fleet's node
+        groups. Without an elastic group: nodes of the largest type (how far the fleet could shrink). With one:
+        every node of the other groups stays (no autoscaler removes them), and the rest goes onto the fewest
+        nodes of the largest elastic group, at least the elastic groups' ``min_nodes`` — what a perfect packer
+        with an instant autoscaler would run."""
+        ds_cpu = sum(ds.cpu_request for ds, _ in self.daemonsets)
+        ds_mem = sum(ds.mem_request for ds, _ in self.daemonsets)
+        groups = self.scenario.node_groups
+        elastic = [g for g in groups if g.elastic]
+        if not elastic:
+            big = max(groups, key=lambda g: (g.cpu, g.memory))
+            need = max(cpu / max(big.cpu - ds_cpu, 1e-9), mem / max(big.memory - ds_mem, 1e-9))
+            return max(1, math.ceil(need - 1e-9))
+        fixed = [n for n in self.nodes.values() if not (n.group in self.groups and self.groups[n.group].elastic)]
+        rest_cpu = cpu - sum(max(0.0, n.cpu - ds_cpu) for n in fixed)
+        rest_mem = mem - sum(max(0.0, n.memory - ds_mem) for n in fixed)
+        big = max(elastic, key=lambda g: (g.cpu, g.memory))
+        need = max(0.0, rest_cpu / max(big.cpu - ds_cpu, 1e-9), rest_mem / max(big.memory - ds_mem, 1e-9))
+        return max(1, len(fixed) + max(sum(g.min_nodes for g in elastic), math.ceil(need - 1e-9)))
+
     def _rebuild(self) -> None:
         """Pod/node arrays for the vectorised usage model; rebuilt only after structural changes."""
         if getattr(self, "_apps_n", -1) != len(self.deployments):
@@ -1263,13 +1284,9 @@ class Cluster:
             self._p_capeff = np.where(np.isfinite(cap), cap, np.maximum(2.0 * req, 0.1))
         self._p_bound = bound
         self._p_isapp = app_idx >= 0
-        # ideal nodes: the fewest of the largest node type that fit all requests
-        big = max(self.scenario.node_groups, key=lambda g: (g.cpu, g.memory))
-        ds_cpu = sum(ds.cpu_request for ds, _ in self.daemonsets)
-        ds_mem = sum(ds.mem_request for ds, _ in self.daemonsets)
-        nd = ~daemon
-        need = max(req[nd].sum() / max(big.cpu - ds_cpu, 1e-9), mreq[nd].sum() / max(big.memory - ds_mem, 1e-9))
-        self._ideal_nodes = max(1, math.ceil(need - 1e-9)) if np_ else 0
+        # ideal nodes (placeholders, i.e. negative-priority pods, are headroom, not need): see _ideal_nodes_for
+        need = ~daemon & np.array([p.priority >= 0 for p in pods], dtype=bool)
+        self._ideal_nodes = self._ideal_nodes_for(float(req[need].sum()), float(mreq[need].sum())) if np_ else 0
         order = np.argsort(app_idx, kind="stable")
         edges = np.searchsorted(app_idx[order], np.arange(self._apps_n + 1))
         self._app_pods = [order[edges[i]:edges[i + 1]] for i in range(self._apps_n)]

@@ -56,8 +56,10 @@ of :data:`KEYS` (computed by :mod:`kubetide.scorecard` from per-tick series):
   drains (offline, scenarios with an elastic group turn on ``streams.nodescale``:
   :func:`kubetide.offline_nodescale.elastic_config`; the cluster-autoscaler model runs in both runs;
   the online run does not turn node scaling on yet, so there only the cluster-autoscaler's count).
-- ``ideal_node_hours``: kubesim's per-tick ideal node count (the fewest nodes of the largest type
-  that fit all requests, ``accounting()["ideal_nodes_now"]``) × tick length. (Without it:
+- ``ideal_node_hours``: kubesim's per-tick ideal node count (``accounting()["ideal_nodes_now"]``) × tick
+  length: the fewest nodes that fit the requests of all pods but DaemonSet pods and placeholders
+  (negative priority) — of the largest type, or, with an elastic group, every node of the other groups
+  plus the fewest nodes of the elastic group for the rest (its ``min_nodes`` at least). (Without it:
   ``max(1, ceil(total CPU usage / node size))`` per tick.)
 - ``interference_precision`` / ``_recall`` / ``antagonist_top1``: the offline kubetide run feeds
   every node scrape to ``streams/core/interference.update`` (with per-pod CPI and latency columns

@@ -519,3 +519,21 @@ def test_scale_down_prefers_doubled_up_pods_and_az_drift_skews_zones():
         z = zone_counts(c, d.name)
         skews.append(max(z.values()) - min(z.values()))
     assert max(skews) >= 3
+
+
+def test_ideal_nodes_keep_the_fixed_group_and_leave_placeholders_out():
+    """With an elastic group the ideal is every fixed node plus the fewest elastic nodes for the rest of the
+    requests (what a perfect packer with an instant autoscaler would run); negative-priority placeholders
+    are headroom, not need. Without an elastic group: the fewest nodes of the largest type."""
+    ph = app("placeholder", replicas=6, priority=-1, startup_s=0, demand={"cpu": 0},
+             tolerations=[{"key": "kubesim.io/elastic", "operator": "Exists"}])
+    c = Cluster(load_scenario(doc([app(replicas=3, startup_s=0, demand={"cpu": 1}), ph], groups=elastic_groups())))
+    assert c.accounting()["ideal_nodes_now"] == 3  # 3 pods fit the 3 fixed 4-core nodes; placeholders ignored
+    c.set_replicas("shop", "web", 21)  # 12 on the fixed nodes, 9 more cores = 3 elastic nodes of 4 cores
+    c.step()
+    assert c.accounting()["ideal_nodes_now"] == 3 + 3
+    c.set_replicas("shop", "web", 13)
+    c.step()
+    assert c.accounting()["ideal_nodes_now"] == 3 + 1
+    c2 = Cluster(load_scenario(doc([app(replicas=17, startup_s=0, demand={"cpu": 1}), ph])))
+    assert c2.accounting()["ideal_nodes_now"] == 3  # 17 cores on 8-core nodes (no elastic group)
