@@ -356,3 +356,20 @@ def test_no_pod_of_a_workload_leaves_the_node_its_replacement_just_landed_on() -
     assert ch.blocked(("shop", "web-2"), st.pods[("shop", "web-2")], "b") == "recent-landing"
     ticks(st, 1, {"a": 1.0, "b": 7.2}, start=T0 + hold + 60)
     assert Choice(st).blocked(("shop", "web-2"), st.pods[("shop", "web-2")], "b") is None
+
+
+def test_a_prefer_no_schedule_node_the_pod_does_not_tolerate_is_no_target() -> None:
+    """The scheduler places a replacement elsewhere whenever it can, so such a node is no target (e.g. elastic
+    nodes tainted so pods fill the fixed nodes first); a pod that tolerates the taint may go there, and
+    ``avoid_prefer_no_schedule: false`` turns the rule off."""
+    soft = m.Taint(key="kubetide.io/elastic", value="true", effect="PreferNoSchedule")
+    st = state_of(node_ev("src", zone="a"), node_ev("fixed", zone="a"), node_ev("elastic", zone="a", taints=[soft]),
+                  pod_ev("shop", "web-1", "src"),
+                  pod_ev("shop", "ok-1", "src", app="ok",
+                         tolerations=[m.Toleration(key="kubetide.io/elastic", operator="Exists")]))
+    ticks(st, 1, {"src": 1.0, "fixed": 2.0, "elastic": 1.0})
+    web, ok = ("shop", "web-1"), ("shop", "ok-1")
+    assert [t.node for t in Choice(st).targets(web, st.pods[web], "src", (0.5, 0.0))] == ["fixed"]
+    assert [t.node for t in Choice(st).targets(ok, st.pods[ok], "src", (0.5, 0.0))] == ["elastic", "fixed"]
+    st.guard = GuardSettings(avoid_prefer_no_schedule=False)
+    assert [t.node for t in Choice(st).targets(web, st.pods[web], "src", (0.5, 0.0))] == ["elastic", "fixed"]

@@ -95,6 +95,9 @@ class GuardSettings:
     # No pod of a workload leaves a node where one of its replacements landed this recently
     # (that would undo the earlier move: ping-pong between nodes).
     landing_hold_s: float = 1800.0
+    # A node with a PreferNoSchedule taint the pod does not tolerate is no target: the scheduler places
+    # the replacement elsewhere whenever it can (e.g. elastic nodes tainted so pods fill fixed ones first).
+    avoid_prefer_no_schedule: bool = True
 
     def validate(self) -> None:
         if self.landing_hold_s < 0:
@@ -637,6 +640,11 @@ def tolerates(tolerations: list[Toleration], taint: Taint) -> bool:
     return False
 
 
+def prefer_no_schedule_ok(pod: PodSnapshot, node: NodeSnapshot | None) -> bool:
+    """False when ``node`` has a PreferNoSchedule taint that ``pod`` does not tolerate."""
+    return node is None or all(t.effect != "PreferNoSchedule" or tolerates(pod.tolerations, t) for t in node.taints)
+
+
 def node_fit(pod: PodSnapshot, node_name: str, state: ClusterState,
              extra_requests: tuple[float, float] = (0.0, 0.0)) -> tuple[bool, str]:
     """Could ``pod`` be scheduled on ``node_name`` (ready, schedulable, taints, selector, requests)?
@@ -860,6 +868,8 @@ class Choice:
             if cpu_after >= max_cpu or (max_mem_pct is not None and mem_after > max_mem_pct):
                 continue
             if not node_fit(pod, n, st, self.req.get(n, (0.0, 0.0)))[0]:
+                continue
+            if self.g.avoid_prefer_no_schedule and not prefer_no_schedule_ok(pod, st.nodes.get(n)):
                 continue
             if apart and self._hosts(n, apart):
                 continue
