@@ -431,3 +431,14 @@ def test_offline_custom_metric_scales_a_kubesim_deployment():
     applied = [a for a in kt.actuator.outcomes if a.action == "scale" and a.outcome == "applied"]
     assert len(applied) == len({d.id for d in kt.other_decisions})
     assert {k: d.replicas for k, d in c.deployments.items() if k != ("shop", "storefront-1")} == others
+
+
+def test_scale_in_keeps_the_pod_deletion_cost_order_within_a_zone():
+    """Within the zone that loses a pod, a lower ``pod-deletion-cost`` already on a pod goes first (the
+    node-scale planner's costs: the newest elastic node's pods first, so whole nodes empty); not-ready pods
+    still go before, and without a cost the newest goes first."""
+    pods = {"a": [(1, 1.0, "a-elastic-old", -101), (1, 9.0, "a-fixed-new", 0), (1, 5.0, "a-elastic-new", -102)],
+            "b": [(1, 1.0, "b1", 0), (0, 2.0, "b-unready", 0), (1, 3.0, "b-elastic", -100)]}
+    assert scale_in_pods(pods, 1) == ["a-elastic-new"]
+    assert scale_in_pods(pods, 2) == ["a-elastic-new", "b-unready"]
+    assert scale_in_pods(pods, 4) == ["a-elastic-new", "b-unready", "a-elastic-old", "b-elastic"]

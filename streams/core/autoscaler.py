@@ -189,7 +189,7 @@ class Observed:
     pod_cpu: np.ndarray
     pod_ready: np.ndarray
     zone_usage: dict[str, float]
-    pods_by_zone: dict[str, list[tuple[int, float, str]]]  # zone -> (ready, created, name)
+    pods_by_zone: dict[str, list[tuple[int, float, str, int]]]  # zone -> (ready, created, name, deletion cost)
     max_skew: int
 
 
@@ -200,19 +200,22 @@ class _Prepared:
 
     replicas: int
     request_cores: float
-    rows: list[tuple[tuple[str, str], str, bool, float, str | None, bool]]
+    rows: list[tuple[tuple[str, str], str, bool, float, str | None, bool, int]]
     zones: list[str]
     max_skew: int
 
 
-def scale_in_pods(pods_by_zone: Mapping[str, list[tuple[int, float, str]]], n: int,
+def scale_in_pods(pods_by_zone: Mapping[str, list[tuple[Any, ...]]], n: int,
                   zone_cpu_pct: Mapping[str, float] | None = None) -> list[str]:
     """The ``n`` pods to remove first so the zone skew never grows: each time one from the zone with most
     pods — among zones with as many, the one whose nodes are busiest (``zone_cpu_pct``: mean CPU % of its
     nodes; a zone without a figure counts as idle), then by zone name —, within it not-ready before ready,
+    then the lowest ``pod-deletion-cost`` already on the pod (the optional 4th item of ``(ready, created, name,
+    cost)``: the node-scale planner's costs empty the newest elastic node first, and this keeps that order),
     then the newest, then by name. (The tie-break keeps the odd replicas that maxSkew allows in the zones
     with the most room: when zones differ in size, their nodes stay closer in load.)"""
-    left = {z: sorted(v, key=lambda p: (p[0], -p[1], p[2])) for z, v in pods_by_zone.items()}
+    left = {z: sorted(v, key=lambda p: (p[0], p[3] if len(p) > 3 else 0, -p[1], p[2]))
+            for z, v in pods_by_zone.items()}
     busy = zone_cpu_pct or {}
     out: list[str] = []
     for _ in range(max(0, n)):
@@ -221,6 +224,14 @@ def scale_in_pods(pods_by_zone: Mapping[str, list[tuple[int, float, str]]], n: i
             break
         out.append(left[z].pop(0)[2])
     return out
+
+
+def _deletion_cost(annotations: Mapping[str, str]) -> int:
+    """The pod's ``controller.kubernetes.io/pod-deletion-cost`` (0 when absent or not an integer, as Kubernetes)."""
+    try:
+        return int(annotations.get(DELETION_COST, "0"))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _zone_skew(counts: Mapping[str, int]) -> int:
@@ -279,7 +290,7 @@ class Autoscaler:
         key = f"{namespace}/{name}"
         if pods is None:
             pods = list(state.pods.items())
-        rows: list[tuple[tuple[str, str], str, bool, float, str | None, bool]] = []
+        rows: list[tuple[tuple[str, str], str, bool, float, str | None, bool, int]] = []
         req = dep.pod_requests.cpu_cores if dep.pod_requests is not None else 0.0
         for (ns, pname), pod in pods:
             if ns != namespace or pod.workload is None or pod.workload.key != key:
@@ -291,7 +302,7 @@ class Autoscaler:
             # a node not (yet) known from the events takes the zone of its latest scrape: asked each tick
             known = pod.node in state.nodes
             rows.append(((ns, pname), pod.node, bool(pod.ready), pod.created_at or 0.0,
-                         state.zone_of(pod.node) if known else None, known))
+                         state.zone_of(pod.node) if known else None, known, _deletion_cost(pod.annotations)))
         skews = [c.max_skew for c in dep.topology_spread if c.topology_key in ("topology.kubernetes.io/zone",)]
         return _Prepared(dep.replicas, req, rows, zones, min(skews) if skews else 1)
 
@@ -301,8 +312,8 @@ class Autoscaler:
         cpu: list[float] = []
         ready: list[bool] = []
         zone_usage: dict[str, float] = {}
-        by_zone: dict[str, list[tuple[int, float, str]]] = {z: [] for z in prep.zones}
-        for key, node, rdy, created, zone, known in prep.rows:
+        by_zone: dict[str, list[tuple[int, float, str, int]]] = {z: [] for z in prep.zones}
+        for key, node, rdy, created, zone, known, cost in prep.rows:
             smp = state.sample(node)
             use = smp.pods.get(key) if smp is not None else None
             c = float(use[0]) if use is not None else math.nan
@@ -311,7 +322,7 @@ class Autoscaler:
             if not known:
                 zone = state.zone_of(node)
             if zone is not None:
-                by_zone.setdefault(zone, []).append((1 if rdy else 0, created, key[1]))
+                by_zone.setdefault(zone, []).append((1 if rdy else 0, created, key[1], cost))
                 if math.isfinite(c):
                     zone_usage[zone] = zone_usage.get(zone, 0.0) + c
         arr = np.array(cpu, dtype=float)
