@@ -15,12 +15,15 @@ Public API (backward compatible; additions marked *new*):
 - ``step(dt=None)``, ``advance(seconds)``, ``evict``, ``delete_pod``, ``set_replicas``, ``update_node``,
   ``update_pod_meta``, ``update_deployment_meta``, ``add_node``, ``add_pdb``, *new* ``remove_node``.
 - state: ``pods``, ``nodes``, ``deployments``, ``replicasets``, ``pdbs``, ``namespaces`` dicts, ``counters``
-  (*new* keys: preemptions, hpa_scalings, scale_ups, nodes_added, nodes_removed, scale_down_blocked),
+  (*new* keys: preemptions, hpa_scalings, scale_ups, nodes_added, nodes_removed, scale_down_blocked,
+  autoscaler_evictions — pods the cluster-autoscaler model evicted to remove a node, placeholders apart in
+  autoscaler_placeholder_evictions),
   ``listeners``, ``app_demand``.
 - *new* per pod (last tick): ``Pod.cpi``, ``Pod.latency_ms``, ``Pod.unserved_cpu``, ``Pod.priority``.
 - *new* ``sla`` — this tick's ``underprovisioned_pods``, ``unserved_cpu_cores`` and the running
   ``underprovisioned_pod_minutes``; ``accounting()`` — node-hours (total / per group), cost, ideal
-  node-hours (the fewest nodes of the largest type that fit all requests, every tick) and the SLA figures;
+  node-hours (the fewest nodes that fit all requests but placeholders', every tick: see ``_ideal_nodes_for``)
+  and the SLA figures;
   ``status()`` carries both plus per-group node counts and the HPAs.
 - *new* ``truth`` — interference ground truth: ``episodes`` (antagonist pod, node, start/end, intensity,
   victims with first/last seen) and ``pairs`` (victim, antagonist, node, episode, start, end).  Never
@@ -342,7 +345,7 @@ class Cluster:
         self.app_demand: dict[tuple[str, str], float] = {}
         self.counters = {"evictions": 0, "pdb_refusals": 0, "deletions": 0, "scheduled": 0, "created": 0,
                          "preemptions": 0, "hpa_scalings": 0, "scale_ups": 0, "nodes_added": 0, "nodes_removed": 0,
-                         "scale_down_blocked": 0, "autoscaler_evictions": 0}
+                         "scale_down_blocked": 0, "autoscaler_evictions": 0, "autoscaler_placeholder_evictions": 0}
         self.pdb_controller_paused = False
         self._names: set[str] = set()
         # baseline controllers: HPA (apps with `hpa:`) and the cluster-autoscaler model (elastic groups)
@@ -1683,7 +1686,9 @@ class Cluster:
             else:
                 for p in movable:
                     res = self._evict_impl(p.namespace, p.name)
-                    self.counters["autoscaler_evictions"] += 1
+                    # a placeholder (negative priority) is headroom, not a workload: counted apart
+                    kind = "autoscaler_evictions" if p.priority >= 0 else "autoscaler_placeholder_evictions"
+                    self.counters[kind] += 1
                     if res.code != 201:
                         self.counters["scale_down_blocked"] += 1
                         return

@@ -51,7 +51,8 @@ of :data:`KEYS` (computed by :mod:`kubetide.scorecard` from per-tick series):
 - ``pending_pod_seconds_p95``: p95 of the seconds each pod created during the run (not DaemonSet pods,
   not negative-priority placeholders) waited from creation until bound to a node (:class:`PodWaits`).
   ``packing_rate_peak``: mean requested / allocatable CPU (schedulable nodes; placeholders excluded)
-  over the ticks whose demand is at or above its 90th percentile. ``node_scale_evictions``: evictions
+  over the ticks whose demand is at or above its 90th percentile. ``node_scale_evictions``: evictions of
+  workload pods (placeholders, which no workload misses, are left out as in the two keys before)
   made to remove nodes — the cluster-autoscaler model's drains in both runs, plus kubetide's node-scale
   drains (offline, scenarios with an elastic group turn on ``streams.nodescale``:
   :func:`kubetide.offline_nodescale.elastic_config`; the cluster-autoscaler model runs in both runs;

@@ -29,7 +29,8 @@ DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 class OfflineNodescale:
     actuator: OfflineActuator
     applied: set[str] = field(default_factory=set)
-    evictions: list[EvictionRecord] = field(default_factory=list)
+    evictions: list[EvictionRecord] = field(default_factory=list)  # of workload pods (placeholders apart)
+    placeholder_evictions: int = 0
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -142,6 +143,9 @@ class OfflineNodescale:
             res = c.evict(p.namespace, p.name)
             if res.code == 201:
                 evicted += 1
+                if p.priority < 0:  # a placeholder: headroom, no workload is disrupted
+                    self.placeholder_evictions += 1
+                    continue
                 self.evictions.append(EvictionRecord(c.t, d.id, d.strategy, f"{p.namespace}/ReplicaSet/{p.app}",
                                                      f"{p.namespace}/{p.name}", node.name))
                 for pdb in c.pdbs.values():

@@ -537,3 +537,22 @@ def test_ideal_nodes_keep_the_fixed_group_and_leave_placeholders_out():
     assert c.accounting()["ideal_nodes_now"] == 3 + 1
     c2 = Cluster(load_scenario(doc([app(replicas=17, startup_s=0, demand={"cpu": 1}), ph])))
     assert c2.accounting()["ideal_nodes_now"] == 3  # 17 cores on 8-core nodes (no elastic group)
+
+
+def test_autoscaler_drain_counts_placeholder_evictions_apart():
+    """node_scale_evictions counts workload pods: a placeholder the cluster-autoscaler evicts while removing a
+    node is counted in autoscaler_placeholder_evictions instead."""
+    tol = [{"key": "kubesim.io/elastic", "operator": "Exists"}]
+    ph = app("placeholder", replicas=3, priority=-1, startup_s=0, demand={"cpu": 0},
+             requests={"cpu": "500m", "memory": "1Gi"}, tolerations=tol)
+    web = app(replicas=3, startup_s=0, demand={"cpu": 0.3}, requests={"cpu": "500m", "memory": "1Gi"},
+              tolerations=tol)
+    filler = app("filler", replicas=3, startup_s=0, requests={"cpu": "3", "memory": "1Gi"})
+    c = Cluster(load_scenario(doc([filler, web, ph], groups=elastic_groups(nodes_per_zone=1))))
+    on_elastic = {p.app for p in c.pods.values() if p.node_name and c.nodes[p.node_name].group == "elastic"}
+    assert {"web", "placeholder"} <= on_elastic
+    c.advance(900)
+    assert sum(1 for n in c.nodes.values() if n.group == "elastic") < 3
+    got = c.counters
+    assert got["autoscaler_evictions"] >= 1 and got["autoscaler_placeholder_evictions"] >= 1
+    assert got["autoscaler_evictions"] + got["autoscaler_placeholder_evictions"] == got["evictions"]
