@@ -200,6 +200,21 @@ def test_planner_emits_size_placeholder_for_its_group_from_pending_and_elastic_d
     assert got and got[-1].replicas >= 6
 
 
+def test_group_demand_is_everything_but_the_other_elastic_groups() -> None:
+    """The history a group's headroom is forecast from: requests on its nodes, the fixed nodes and pending
+    pods (a rise anywhere but another elastic group is a rise the group may have to absorb once the fixed
+    nodes are full); its relative error stays low where the group's own share swings from 0 every day."""
+    s = quiet(taint=False, elastic_groups=("elastic", "gpu"))
+    st = state_of(fixed("f1"), elastic("e1"), node_ev("g1", cpu=8.0, mem=32 * GiB, node_group="gpu"),
+                  pod_ev("shop", "on-fixed", "f1", cpu=3.0), pod_ev("shop", "on-elastic", "e1", cpu=2.0),
+                  pod_ev("shop", "on-gpu", "g1", cpu=4.0),
+                  pod_ev("shop", "pending", None, cpu=1.0, phase="Pending", ready=False))
+    ns = NodeScaler(s)
+    ns.plan(st, T0)
+    assert ns.group_hist["elastic"].series()[-1] == pytest.approx(3.0 + 2.0 + 1.0)
+    assert ns.group_hist["gpu"].series()[-1] == pytest.approx(3.0 + 4.0 + 1.0)
+
+
 # ---------------------------------------------------------------- drains
 
 def _trough(*extra: m.ClusterEvent, e_pods: dict[str, int] | None = None) -> ClusterState:

@@ -18,7 +18,8 @@ removes the nodes. After every completed tick :class:`NodeScaler` reads the shar
   (``placeholder``, ``{group}`` is replaced by the group name) gets ``replicas`` =
   ``ceil(growth / placeholder pod CPU request)`` clamped to [``placeholder_min``,
   ``placeholder_max``], where *growth* is how much the group's demand (CPU requests of the
-  non-placeholder pods on its nodes + of the pending pods) is predicted to rise within the next
+  non-placeholder pods on its nodes, on the fixed nodes and of the pending pods: all but the other elastic
+  groups') is predicted to rise within the next
   provisioning-delay window: :func:`streams.core.forecast.forecast` over the demand history
   (sampled every ``sample_s``, up to ``history_s``) → :func:`~streams.core.forecast.window_max` over
   ``provisioning_delay_s + sample_s`` × (1 + ``margin``) − demand now, less the CPU already free on the
@@ -119,7 +120,7 @@ class NodeScaleSettings:
     margin: float = 0.1
     max_forecast_error: float = 0.5
     forecast_interval_s: float = 600.0
-    fallback_lookback_s: float = 3600.0
+    fallback_lookback_s: float = 5400.0
     resize_interval_s: float = 60.0
     drain: bool = True
     max_draining: int = 1
@@ -386,10 +387,14 @@ class NodeScaler:
 
     def _observe(self, state: ClusterState, ts: float, elastic: dict[str, str]) -> None:
         # the sums read only the state's objects (and ``elastic``, derived from its nodes): once per event
-        total, pending, per_group = self._per_version.get(state, "demand", lambda: self._demand(state, elastic))
+        total, _pending, per_group = self._per_version.get(state, "demand", lambda: self._demand(state, elastic))
         self.total_hist.add(ts, total)
+        elastic_total = sum(per_group.values())
         for g, v in per_group.items():
-            self.group_hist.setdefault(g, History(self.s.sample_s, self._n)).add(ts, v + pending)
+            # what this group and the fixed nodes serve: all of it but the other elastic groups' pods. Its rise is
+            # the group's (the fixed nodes' free room is subtracted when sizing); unlike the group's own share,
+            # which swings from zero to its peak every day, it forecasts well (a low relative error)
+            self.group_hist.setdefault(g, History(self.s.sample_s, self._n)).add(ts, total - (elastic_total - v))
 
     # taints ---------------------------------------------------------------
     def _taints(self, state: ClusterState, ts: float, elastic: dict[str, str]) -> list[NodescaleDecision]:
