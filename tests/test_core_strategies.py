@@ -9,7 +9,7 @@ import pytest
 from kubetide import models as m
 from kubetide.config import ConfigError
 from streams.core.settings import StreamsSettings
-from streams.core.state import ZONE_LABEL, ClusterState, GuardSettings
+from streams.core.state import ZONE_LABEL, ClusterState, GuardSettings, predicted_landing
 from streams.core.strategies import REGISTRY, build_strategies, get
 from streams.core.strategies import allocatedbutidle as abi
 from streams.core.strategies import interference as itf
@@ -218,6 +218,7 @@ def _noisy(noisy_priority: int = 0) -> ClusterState:
 
 
 LOADS = {"n1": 4.0, "n2": 2.0, "n3": 3.0}
+NO_LANDING = itf.InterferenceSettings(require_landing=False)  # the target rules alone (no scheduler model)
 
 
 def test_apply_anomaly_records_open_cleared_and_the_pair() -> None:
@@ -237,14 +238,14 @@ def test_interference_moves_the_antagonist_away_from_the_victims_workload() -> N
     st = _noisy()
     st.apply_anomaly(anomaly())
     ticks(st, 1, LOADS)
-    ds = itf.plan(st, itf.InterferenceSettings())
+    ds = itf.plan(st, NO_LANDING)
     assert len(ds) == 1
     d = ds[0]
     # n2 hosts lat-2 (the victim's workload): not a target; n3 is
     assert (d.pod.namespace, d.pod.name, d.from_node, d.to_nodes) == ("batch", "noisy-1", "n1", ["n3"])
     assert d.evidence["moved"] == "antagonist" and d.evidence["anomaly_id"] == "an-1"
     st.record(d)
-    assert itf.plan(st, itf.InterferenceSettings()) == []  # acted on once
+    assert itf.plan(st, NO_LANDING) == []  # acted on once
     assert "an-1" in st.acted
 
 
@@ -252,7 +253,7 @@ def test_interference_moves_the_victim_when_the_antagonist_has_higher_priority()
     st = _noisy(noisy_priority=1000)
     st.apply_anomaly(anomaly())
     ticks(st, 1, LOADS)
-    d = itf.plan(st, itf.InterferenceSettings())[0]
+    d = itf.plan(st, NO_LANDING)[0]
     # the victim goes, but not to n3 (noisy-2 is there) — and n2 hosts lat-2, its own workload: fine
     assert (d.pod.name, d.to_nodes, d.evidence["moved"]) == ("lat-1", ["n2"], "victim")
 
@@ -270,6 +271,65 @@ def test_interference_does_not_decide_when_it_should_not() -> None:
     st.apply_anomaly(anomaly(ts=T0 - 4000))  # too old
     ticks(st, 1, LOADS)
     assert itf.plan(st, itf.InterferenceSettings()) == []
+
+
+def _noisy_landing(heavy1: bool, heavy2: bool) -> ClusterState:
+    """_noisy() where lat-1 / lat-2 may be heavy (7 cores, 28 GiB requested): the requests steer where the
+    scheduler re-places noisy-1."""
+    def req(heavy: bool) -> dict[str, float]:
+        return {"cpu": 7.0, "mem": 28 * GiB} if heavy else {}
+
+    return state_of(node_ev("n1"), node_ev("n2"), node_ev("n3"),
+                    pod_ev("shop", "lat-1", "n1", app="lat", **req(heavy1)),
+                    pod_ev("shop", "lat-2", "n2", app="lat", **req(heavy2)),
+                    pod_ev("batch", "noisy-1", "n1", app="noisy"), pod_ev("batch", "noisy-2", "n3", app="noisy"))
+
+
+def test_interference_moves_only_where_the_scheduler_would_put_the_replacement() -> None:
+    # light n1: with noisy-1 gone it is the least-allocated node, so its replacement lands back on n1,
+    # beside lat-1 again — evicting would only restart it there: no decision (NO_LANDING would move it)
+    st = _noisy_landing(False, False)
+    st.apply_anomaly(anomaly())
+    ticks(st, 1, LOADS)
+    assert predicted_landing(st, ("batch", "noisy-1"), st.pods[("batch", "noisy-1")], "n1") == "n1"
+    assert itf.plan(st, itf.InterferenceSettings()) == [] and len(itf.plan(st, NO_LANDING)) == 1
+    # n1 and n2 heavily requested: the scheduler picks n3 (despite noisy-2 there, -50 spread), a target: the move works
+    st = _noisy_landing(True, True)
+    st.apply_anomaly(anomaly())
+    ticks(st, 1, LOADS)
+    ds = itf.plan(st, itf.InterferenceSettings())
+    assert [(d.pod.name, d.to_nodes, d.evidence["predicted_landing"], d.evidence["best_target"]) for d in ds] == [
+        ("noisy-1", ["n3"], "n3", "n3")]
+    # only n1 heavy: the scheduler would pick n2, next to lat-2 (kept apart from noisy): no decision
+    st = _noisy_landing(True, False)
+    st.apply_anomaly(anomaly())
+    ticks(st, 1, LOADS)
+    assert predicted_landing(st, ("batch", "noisy-1"), st.pods[("batch", "noisy-1")], "n1") == "n2"
+    assert itf.plan(st, itf.InterferenceSettings()) == []
+
+
+def test_predicted_landing_models_the_default_scheduler() -> None:
+    key = ("shop", "web-1")
+    # least-allocated by requests (not by measured load): b has the most free CPU and memory
+    st = state_of(node_ev("a"), node_ev("b"), node_ev("c"), pod_ev("shop", "web-1", "a", app="web"),
+                  pod_ev("shop", "big-a", "a", app="big", cpu=4.0), pod_ev("shop", "big-c", "c", app="big", cpu=3.0),
+                  pod_ev("shop", "small-b", "b", app="small", cpu=1.0))
+    assert predicted_landing(st, key, st.pods[key], "a") == "b"
+    # spread: a sibling on b costs it the node-spread half (50 points) — more than c's 2 cores less free (12.5)
+    st.apply_event(pod_ev("shop", "web-2", "b", app="web"))
+    assert predicted_landing(st, key, st.pods[key], "a") == "c"
+    # a NoSchedule taint or a node selector rules a node out; nothing fits: None
+    st.apply_event(node_ev("c", taints=[m.Taint(key="k", value="v", effect="NoSchedule")], type="MODIFIED"))
+    assert predicted_landing(st, key, st.pods[key], "a") == "a"  # back home: b's sibling outweighs a's 4 cores
+    sel = state_of(node_ev("a"), node_ev("b", labels={"disk": "ssd"}),
+                   pod_ev("shop", "web-1", "a", app="web", node_selector={"disk": "ssd"}, cpu=9.0))
+    assert predicted_landing(sel, key, sel.pods[key], "a") is None  # b fits the selector but not 9 cores
+    # moves booked this tick count: their requests leave the source and land on the target
+    st = state_of(node_ev("a"), node_ev("b"), pod_ev("shop", "web-1", "a", app="web"),
+                  pod_ev("shop", "x", "b", app="x", cpu=2.0))
+    assert predicted_landing(st, key, st.pods[key], "a") == "a"
+    assert predicted_landing(st, key, st.pods[key], "a", moved={("shop", "x"): "a"},
+                             extra_requests={"a": (2.0, 0.5 * GiB)}) == "b"
 
 
 def test_other_strategies_keep_interfering_workloads_apart() -> None:

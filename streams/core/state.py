@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from kubetide.config import DEFAULT_PROTECTED_NAMESPACES
 from kubetide.models import (
     Anomaly,
@@ -761,6 +763,102 @@ def spread_move_ok(state: ClusterState, key: Key, pod: PodSnapshot, from_node: s
     return True, "ok"
 
 
+# ---------------------------------------------------------------- where the scheduler puts a replacement
+
+SPREAD_SCORE_WEIGHT = 2.0  # PodTopologySpread's default score weight
+
+
+def predicted_landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node: str, *,
+                      moved: dict[Key, str] | None = None,
+                      extra_requests: dict[str, tuple[float, float]] | None = None) -> str | None:
+    """The node a default-like scheduler would bind the evicted pod's replacement to (None: none fits).
+
+    An eviction only frees the pod's slot: its controller creates a replacement and the *scheduler*
+    places it, by requests, not by measured load — so a move is worth making only if that placement is
+    somewhere better. This models kube-scheduler's defaults on the planner's view: filter (ready,
+    schedulable, NoSchedule taints, node selector, requests — the evicted pod's own no longer counted on
+    ``from_node`` — and DoNotSchedule topology spread), then score NodeResourcesFit *LeastAllocated* (the
+    mean over CPU and memory of the free fraction after binding, × 100), plus the spread score (the pod's
+    ScheduleAnyway constraints like PodTopologySpread, else the default spreading of the workload's pods
+    over zones and nodes, half each), plus 300 × fewer untolerated PreferNoSchedule taints; ties go to the
+    first node name. ``moved``: pods planned to move this tick → their target (gone from their source);
+    ``extra_requests``: requests already booked onto nodes this tick (CPU cores, memory bytes).
+    A model, not the scheduler: plugins it leaves out (image locality, inter-pod affinity, balanced
+    allocation) can place the replacement elsewhere."""
+    moved = moved or {}
+    extra = extra_requests or {}
+    wl = pod.workload.key if pod.workload is not None else None
+    # requests freed this tick: the pod itself and the other pods already planned to move
+    freed: dict[str, tuple[float, float]] = {from_node: (pod.requests.cpu_cores, pod.requests.mem_bytes)}
+    for k in moved:
+        p = state.pods.get(k)
+        if k != key and p is not None and p.node:
+            f = freed.get(p.node, (0.0, 0.0))
+            freed[p.node] = (f[0] + p.requests.cpu_cores, f[1] + p.requests.mem_bytes)
+    # the workload's placed pods per node (the replacement's siblings), for the spread scores
+    siblings: Counter[str] = Counter()
+    if wl is not None:
+        for k, p in state.pods_by_workload().get(wl, []):
+            if k == key or p.phase not in ("Running", "Pending"):
+                continue
+            n = moved.get(k, p.node)
+            if n:
+                siblings[n] += 1
+    names, free, prefer = [], [], []
+    for n in state.ready_nodes():
+        node = state.nodes[n]
+        if node.unschedulable or node.allocatable.cpu_cores <= 0 or node.allocatable.mem_bytes <= 0:
+            continue
+        if any(t.effect in ("NoSchedule", "NoExecute") and not tolerates(pod.tolerations, t) for t in node.taints):
+            continue
+        if any(node.labels.get(k) != v for k, v in pod.node_selector.items()):
+            continue
+        cpu, mem = state.requested_on(n)
+        e, f = extra.get(n, (0.0, 0.0)), freed.get(n, (0.0, 0.0))
+        cpu_after = cpu + e[0] - f[0] + pod.requests.cpu_cores
+        mem_after = mem + e[1] - f[1] + pod.requests.mem_bytes
+        if cpu_after > node.allocatable.cpu_cores + 1e-9 or mem_after > node.allocatable.mem_bytes + 1e-9:
+            continue
+        names.append(n)
+        free.append(((node.allocatable.cpu_cores - cpu_after) / node.allocatable.cpu_cores
+                     + (node.allocatable.mem_bytes - mem_after) / node.allocatable.mem_bytes) / 2.0)
+        prefer.append(sum(1 for t in node.taints
+                          if t.effect == "PreferNoSchedule" and not tolerates(pod.tolerations, t)))
+    if not names:
+        return None
+    zones = [state.zone_of(n) for n in names]
+    zone_count: Counter[str | None] = Counter()
+    for n, c in siblings.items():
+        zone_count[state.zone_of(n)] += c
+    zc = np.array([zone_count[z] if z is not None else 0 for z in zones], dtype=float)
+    nc = np.array([siblings[n] for n in names], dtype=float)
+    ok = np.ones(len(names), dtype=bool)
+    for c in pod.topology_spread:
+        if c.when_unsatisfiable == "DoNotSchedule":
+            cnt = zc if c.topology_key == ZONE_LABEL else nc
+            ok &= cnt + 1 - cnt.min() <= c.max_skew
+    if not ok.any():
+        return None
+    score = 100.0 * np.array(free)
+    soft = [c for c in pod.topology_spread if c.when_unsatisfiable == "ScheduleAnyway"]
+    if soft:
+        raw = np.zeros(len(names))
+        for c in soft:
+            cnt, size = (zc, len(set(zones))) if c.topology_key == ZONE_LABEL else (nc, len(names))
+            raw += np.log(size + 2) * cnt + (c.max_skew - 1)
+        hi, lo = float(raw.max()), float(raw.min())
+        score += SPREAD_SCORE_WEIGHT * 100.0 * ((hi + lo - raw) / hi if hi > 0 else 1.0)
+    elif not pod.topology_spread:
+        zmax, nmax = zc.max(), nc.max()
+        score += 0.5 * (100.0 * (zmax - zc) / zmax if zmax else 100.0)
+        score += 0.5 * (100.0 * (nmax - nc) / nmax if nmax else 100.0)
+    pf = np.array(prefer, dtype=float)
+    if pf.max() > 0:
+        score += 300.0 * (pf.max() - pf) / pf.max()
+    best = score[ok].max()
+    return min(n for n, s, good in zip(names, score, ok, strict=True) if good and s >= best - 1e-9)
+
+
 # ---------------------------------------------------------------- the shared pod-choice layer
 
 @dataclass
@@ -878,6 +976,10 @@ class Choice:
             out.append(Target(n, cpu_after, mem_after))
         out.sort(key=lambda t: (t.cpu_pct_after, t.node))
         return out
+
+    def landing(self, key: Key, pod: PodSnapshot, from_node: str) -> str | None:
+        """:func:`predicted_landing` of the pod's replacement, given the moves already taken this tick."""
+        return predicted_landing(self.state, key, pod, from_node, moved=self.moved, extra_requests=self.req)
 
     def kept_apart_from(self, workload: str) -> set[str]:
         """:meth:`ClusterState.kept_apart_from`, from an index of the state's pairs built once per choice (the

@@ -11,7 +11,13 @@ every strategy's target choice honours for the guard's ``keep_apart_s``). For ea
   cooldowns, limits); the target must fit (requests, taints, selectors, topology spread), have
   fresh metrics, not be hot, and host no pod of a workload kept apart from the mover (so the two
   never meet again); with nowhere to go there is no decision; while the anomaly's node (or a
-  target) has no metrics in this tick, it holds.
+  target) has no metrics in this tick, it holds;
+- with ``require_landing`` (default) the move must also *work*: an eviction only frees the pod's slot
+  and the scheduler places the replacement by requests, so the node it would pick
+  (:func:`~streams.core.state.predicted_landing`) must be one of those targets. Usually it is the
+  source node itself (it just got the pod's requests back): then there is no decision — evicting
+  would only restart the pod beside the same victim, again and again. The check is redone every tick,
+  so the move is made once the placement changes.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ class InterferenceSettings:
     max_anomaly_age_s: float = 1800.0
     max_evictions_per_tick: int = 3
     ttl_s: float = 300.0
+    # Move only when the scheduler would put the replacement on one of the targets (see plan())
+    require_landing: bool = True
 
     def validate(self) -> None:
         if self.min_severity < 0:
@@ -84,6 +92,15 @@ def plan(state: ClusterState, s: InterferenceSettings) -> list[DescheduleDecisio
         if not fits:
             continue
         best = fits[0]
+        # the eviction frees a slot; the scheduler (by requests) re-places the pod. Where that is not one
+        # of the targets — typically the source node, which just got the pod's requests back — the move
+        # would only restart the pod beside the same (or another kept-apart) neighbour
+        landing = choice.landing(key, pod, a.node)
+        at = [t for t in fits if t.node == landing]
+        if at:
+            best = at[0]
+        elif s.require_landing:
+            continue
         assert pod.workload is not None
         evidence = choice.evidence(key, pod, a.node)
         evidence.update({
@@ -93,6 +110,7 @@ def plan(state: ClusterState, s: InterferenceSettings) -> list[DescheduleDecisio
             "victim_priority": victim.priority, "antagonist_priority": antagonist.priority,
             "pod_cpu_cores": usage[0], "pod_mem_bytes": usage[1], "targets": len(fits),
             "best_target": best.node, "best_target_cpu_pct_after": round(best.cpu_pct_after, 3),
+            "predicted_landing": landing,
         })
         decisions.append(choice.decide(
             NAME, now, s.ttl_s, key, pod, a.node, id_part=a.id, evidence=evidence,
