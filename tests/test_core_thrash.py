@@ -316,14 +316,15 @@ def test_window_limits_bound_the_loop(guard: GuardSettings) -> None:
 
 def test_planner_from_settings_and_anomalies_through_the_planner() -> None:
     from streams.core.settings import StreamsSettings
-    from tests.test_core_strategies import LOADS, _noisy, anomaly
+    from tests.test_core_strategies import LOADS, _noisy_landing, anomaly
 
     pl = Planner.from_settings(StreamsSettings.from_config({"streams": {"guard": {"max_total": 2},
                                                                         "planner": {"history": 4}}}))
     assert pl.state.guard.max_total == 2 and pl.state.history == 6  # the longest `consecutive` wins
     for ev in (node_ev("n1"), node_ev("n2"), node_ev("n3")):
         pl.state.apply_event(ev)
-    for ev_key, ev_pod in _noisy().pods.items():  # the same pods, through events
+    # the same pods, through events (heavy latency pods: noisy-1's replacement would be bound to n3)
+    for ev_key, ev_pod in _noisy_landing(True, True).pods.items():
         pl.state.apply_event(m.ClusterEvent(ts=T0, type="ADDED", kind="Pod", namespace=ev_key[0], name=ev_key[1],
                                             uid=f"uid-{ev_key[1]}", pod=ev_pod))
     pl.apply_anomaly(anomaly())
