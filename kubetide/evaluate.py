@@ -21,7 +21,9 @@ kubetide policy per app derived from the spec (same min / max / target utilisati
 predictive trigger on; :func:`kubetide.offline_autoscale.with_scenario_autoscale`, ``streams.autoscale``
 in ``--config`` adds a ``default_policy`` or explicit ``workloads``, ``enabled: false`` keeps kubesim's
 HPA), its ``decisions.autoscale`` applied through ``Cluster.set_replicas``
-(:mod:`kubetide.offline_autoscale`). The cluster-autoscaler model is the same in both runs.
+(:mod:`kubetide.offline_autoscale`). The cluster-autoscaler model is the same in both runs. A scenario
+with a load-aware scheduler (``scheduler.load_aware_weight``) tells kubetide so, as an operator would
+(``streams.guard.scheduler_load_weight``, unless ``--config`` sets it: :func:`scheduler_config`).
 
 The report (``--report``) is one JSON object ``{"scenario", "seed", "sim_hours", "tick_s", "mode",
 "kubetide": {...}, "baseline": {...}, "wall_s": {...}, "decisions": [...]}``; each run has the keys
@@ -542,6 +544,19 @@ def findings_from(anomalies: list[Any]) -> list[sc.Finding]:
             for a in anomalies if a.state == "open"]
 
 
+def scheduler_config(scenario: Any, config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``config`` telling kubetide how the scenario's scheduler scores nodes: ``streams.guard.scheduler_load_weight``
+    from kubesim's ``scheduler.load_aware_weight`` (a load-aware scheduler), unless the config sets it or the
+    scenario has none — what an operator states about a cluster running such a scheduler; kubetide uses it
+    to predict where an evicted pod's replacement lands (:func:`streams.core.state.predicted_landing`)."""
+    weight = float(getattr(scenario, "load_aware_weight", 0.0) or 0.0)
+    streams = dict((config or {}).get("streams") or {})
+    guard = dict(streams.get("guard") or {})
+    if weight <= 0 or "scheduler_load_weight" in guard:
+        return config
+    return {**(config or {}), "streams": {**streams, "guard": {**guard, "scheduler_load_weight": weight}}}
+
+
 def run_offline(scenario: Any, seed: int | None, ticks: int, progress: Progress | None = None, *,
                 config: dict[str, Any] | None = None, fast: bool = False, codec: bool = False) -> dict[str, Any]:
     """kubetide in-process (:class:`kubetide.offline.OfflineKubetide`), configured like the workers by ``config``."""
@@ -557,7 +572,7 @@ def run_offline(scenario: Any, seed: int | None, ticks: int, progress: Progress 
     from kubetide.offline_nodescale import elastic_config
     from kubetide.offline_nodescale import install as install_nodescale
 
-    config = elastic_config(scenario, config)
+    config = scheduler_config(scenario, elastic_config(scenario, config))
     cluster = Cluster(scenario, seed=seed, hpa=False if autoscaled else None)
     t_start = cluster.t
     streams, actuator = settings_from_config(config)
@@ -722,7 +737,9 @@ async def _online(scenario: Any, seed: int | None, ticks: int, progress: Progres
     from kubetide.offline_autoscale import with_scenario_autoscale
 
     derived, autoscaled = with_scenario_autoscale(load_config(config_path), scenario)
-    if autoscaled:
+    loaded = derived
+    derived = scheduler_config(scenario, derived)
+    if autoscaled or derived is not loaded:
         import yaml
 
         config_path = str(run_dir / "kubetide-evaluate.yaml")

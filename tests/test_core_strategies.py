@@ -9,7 +9,7 @@ import pytest
 from kubetide import models as m
 from kubetide.config import ConfigError
 from streams.core.settings import StreamsSettings
-from streams.core.state import ZONE_LABEL, ClusterState, GuardSettings, predicted_landing
+from streams.core.state import ZONE_LABEL, Choice, ClusterState, GuardSettings, predicted_landing
 from streams.core.strategies import REGISTRY, build_strategies, get
 from streams.core.strategies import allocatedbutidle as abi
 from streams.core.strategies import interference as itf
@@ -330,6 +330,41 @@ def test_predicted_landing_models_the_default_scheduler() -> None:
     assert predicted_landing(st, key, st.pods[key], "a") == "a"
     assert predicted_landing(st, key, st.pods[key], "a", moved={("shop", "x"): "a"},
                              extra_requests={"a": (2.0, 0.5 * GiB)}) == "b"
+
+
+def test_predicted_landing_with_a_load_aware_scheduler() -> None:
+    key = ("shop", "web-1")
+    # c has the fewest requests but is busy (7.5 cores measured), b has 2 cores requested and is nearly idle
+    st = state_of(node_ev("a"), node_ev("b"), node_ev("c"), pod_ev("shop", "web-1", "a", app="web"),
+                  pod_ev("shop", "big-a", "a", app="big", cpu=6.0), pod_ev("shop", "x", "b", app="x", cpu=2.0))
+    ticks(st, 1, {"a": (6.5, {key: 0.5}), "b": 1.0, "c": 7.5})
+    assert predicted_landing(st, key, st.pods[key], "a") == "c"  # requests only: c
+    assert predicted_landing(st, key, st.pods[key], "a", load_weight=5.0) == "b"  # load-aware: not the busy c
+    # the guard's scheduler_load_weight is what Choice.landing uses
+    assert Choice(st).landing(key, st.pods[key], "a") == "c"
+    st.guard = GuardSettings(scheduler_load_weight=5.0)
+    assert Choice(st).landing(key, st.pods[key], "a") == "b"
+
+
+def _hot_with(db_cpu: float) -> ClusterState:
+    """hot (web-1 uses 3 of its 7.2 cores; db-1 only requests db_cpu), cool (a 4-core request, little use)."""
+    return state_of(node_ev("hot"), node_ev("cool"), pod_ev("shop", "web-1", "hot", app="web"),
+                    pod_ev("shop", "db-1", "hot", app="db", cpu=db_cpu),
+                    pod_ev("shop", "x-1", "cool", app="x", cpu=4.0))
+
+
+def test_lownodeload_require_landing_skips_a_move_whose_replacement_lands_back() -> None:
+    loads = {"hot": (7.2, {("shop", "web-1"): 3.0}), "cool": 1.0}
+    st = _hot_with(0.1)  # hot has the fewest requests: web-1's replacement would be bound to hot again
+    ticks(st, 3, loads)
+    on = absolute_lnl(require_landing=True)
+    assert on.require_landing and not absolute_lnl().require_landing  # opt-in
+    ds = lnl.plan(st, absolute_lnl())
+    assert [(d.pod.name, d.to_nodes, d.evidence["predicted_landing"]) for d in ds] == [("web-1", ["cool"], "hot")]
+    assert lnl.plan(st, on) == []
+    st = _hot_with(6.0)  # db-1's requests make cool the scheduler's pick: the move works
+    ticks(st, 3, loads)
+    assert [(d.pod.name, d.evidence["predicted_landing"]) for d in lnl.plan(st, on)] == [("web-1", "cool")]
 
 
 def test_other_strategies_keep_interfering_workloads_apart() -> None:

@@ -272,3 +272,16 @@ def test_periodicity_keys_score_profiles_against_the_scenario(tmp_path: Path) ->
     assert res["periodic_daily_found"] == 1.0 and res["nonperiodic_no_period"] == 1.0
     short = ev.run_offline(sc, None, 30, None)["scores"]
     assert short["periodic_daily_found"] is None and short["nonperiodic_no_period"] is None
+
+
+def test_scheduler_config_tells_kubetide_about_a_load_aware_scheduler() -> None:
+    hot, plain = load_scenario("hotspots"), load_scenario("interference")
+    assert hot.load_aware_weight > 0 and plain.load_aware_weight == 0
+    cfg = ev.scheduler_config(hot, None)
+    assert cfg == {"streams": {"guard": {"scheduler_load_weight": hot.load_aware_weight}}}
+    assert ev.settings_from_config(cfg)[0].guard.scheduler_load_weight == hot.load_aware_weight
+    mine = {"streams": {"guard": {"scheduler_load_weight": 1.0, "max_total": 5}}}
+    assert ev.scheduler_config(hot, mine) is mine  # the config's own value wins
+    other = {"streams": {"guard": {"max_total": 5}}}
+    assert ev.scheduler_config(hot, other)["streams"]["guard"] == {"max_total": 5, "scheduler_load_weight": 5.0}
+    assert ev.scheduler_config(plain, other) is other  # a requests-only scheduler: nothing to say

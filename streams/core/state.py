@@ -100,6 +100,9 @@ class GuardSettings:
     # A node with a PreferNoSchedule taint the pod does not tolerate is no target: the scheduler places
     # the replacement elsewhere whenever it can (e.g. elastic nodes tainted so pods fill fixed ones first).
     avoid_prefer_no_schedule: bool = True
+    # The cluster scheduler's load-aware score weight (0: kube-scheduler's defaults, requests only), for
+    # predicting where an evicted pod's replacement lands (predicted_landing)
+    scheduler_load_weight: float = 0.0
 
     def validate(self) -> None:
         if self.landing_hold_s < 0:
@@ -110,7 +113,8 @@ class GuardSettings:
         for f in ("max_per_node", "max_per_namespace", "max_per_workload", "max_total"):
             if getattr(self, f) < 1:
                 raise ValueError(f"{f}: must be >= 1 (disable strategies to stop decisions)")
-        for f in ("pod_cooldown_s", "workload_cooldown_s", "backoff_base_s", "backoff_max_s", "keep_apart_s"):
+        for f in ("pod_cooldown_s", "workload_cooldown_s", "backoff_base_s", "backoff_max_s", "keep_apart_s",
+                  "scheduler_load_weight"):
             if getattr(self, f) < 0:
                 raise ValueError(f"{f}: must be >= 0")
         if self.backoff_factor < 1:
@@ -770,7 +774,9 @@ SPREAD_SCORE_WEIGHT = 2.0  # PodTopologySpread's default score weight
 
 def predicted_landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node: str, *,
                       moved: dict[Key, str] | None = None,
-                      extra_requests: dict[str, tuple[float, float]] | None = None) -> str | None:
+                      extra_requests: dict[str, tuple[float, float]] | None = None,
+                      load_weight: float = 0.0, extra_usage: dict[str, tuple[float, float]] | None = None,
+                      ) -> str | None:
     """The node a default-like scheduler would bind the evicted pod's replacement to (None: none fits).
 
     An eviction only frees the pod's slot: its controller creates a replacement and the *scheduler*
@@ -783,6 +789,10 @@ def predicted_landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node
     over zones and nodes, half each), plus 300 × fewer untolerated PreferNoSchedule taints; ties go to the
     first node name. ``moved``: pods planned to move this tick → their target (gone from their source);
     ``extra_requests``: requests already booked onto nodes this tick (CPU cores, memory bytes).
+    ``load_weight`` > 0 models a load-aware scheduler (Trimaran-like, ``guard.scheduler_load_weight``): it
+    adds ``load_weight`` × 100 × (1 − the node's measured CPU utilisation with the replacement's request
+    added), from the tick's samples less the usage of pods moving away (``extra_usage``: usage booked
+    onto nodes this tick); a node without a sample this tick is judged by its requests.
     A model, not the scheduler: plugins it leaves out (image locality, inter-pod affinity, balanced
     allocation) can place the replacement elsewhere."""
     moved = moved or {}
@@ -804,7 +814,14 @@ def predicted_landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node
             n = moved.get(k, p.node)
             if n:
                 siblings[n] += 1
-    names, free, prefer = [], [], []
+    freed_use: dict[str, float] = {}
+    if load_weight > 0:
+        for k in {key, *moved}:  # the usage leaving with the pod and with the other moves of this tick
+            p = state.pods.get(k)
+            smp = state.sample(p.node) if p is not None and p.node else None
+            if p is not None and p.node and smp is not None:
+                freed_use[p.node] = freed_use.get(p.node, 0.0) + smp.pods.get(k, (0.0, 0.0))[0]
+    names, free, prefer, util = [], [], [], []
     for n in state.ready_nodes():
         node = state.nodes[n]
         if node.unschedulable or node.allocatable.cpu_cores <= 0 or node.allocatable.mem_bytes <= 0:
@@ -824,6 +841,11 @@ def predicted_landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node
                      + (node.allocatable.mem_bytes - mem_after) / node.allocatable.mem_bytes) / 2.0)
         prefer.append(sum(1 for t in node.taints
                           if t.effect == "PreferNoSchedule" and not tolerates(pod.tolerations, t)))
+        if load_weight > 0:
+            smp = state.sample(n)
+            used = (smp.cpu_usage - freed_use.get(n, 0.0) + (extra_usage or {}).get(n, (0.0, 0.0))[0]
+                    if smp is not None else cpu_after - pod.requests.cpu_cores)
+            util.append(min(1.0, max(0.0, used + pod.requests.cpu_cores) / node.allocatable.cpu_cores))
     if not names:
         return None
     zones = [state.zone_of(n) for n in names]
@@ -852,6 +874,8 @@ def predicted_landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node
         zmax, nmax = zc.max(), nc.max()
         score += 0.5 * (100.0 * (zmax - zc) / zmax if zmax else 100.0)
         score += 0.5 * (100.0 * (nmax - nc) / nmax if nmax else 100.0)
+    if load_weight > 0:
+        score += load_weight * 100.0 * (1.0 - np.array(util))
     pf = np.array(prefer, dtype=float)
     if pf.max() > 0:
         score += 300.0 * (pf.max() - pf) / pf.max()
@@ -979,7 +1003,8 @@ class Choice:
 
     def landing(self, key: Key, pod: PodSnapshot, from_node: str) -> str | None:
         """:func:`predicted_landing` of the pod's replacement, given the moves already taken this tick."""
-        return predicted_landing(self.state, key, pod, from_node, moved=self.moved, extra_requests=self.req)
+        return predicted_landing(self.state, key, pod, from_node, moved=self.moved, extra_requests=self.req,
+                                 load_weight=self.g.scheduler_load_weight, extra_usage=self.use)
 
     def kept_apart_from(self, workload: str) -> set[str]:
         """:meth:`ClusterState.kept_apart_from`, from an index of the state's pairs built once per choice (the
