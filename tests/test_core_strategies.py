@@ -9,7 +9,7 @@ import pytest
 from kubetide import models as m
 from kubetide.config import ConfigError
 from streams.core.settings import StreamsSettings
-from streams.core.state import ZONE_LABEL, Choice, ClusterState, GuardSettings, predicted_landing
+from streams.core.state import ZONE_LABEL, Choice, ClusterState, GuardSettings, Landing, predicted_landing
 from streams.core.strategies import REGISTRY, build_strategies, get
 from streams.core.strategies import allocatedbutidle as abi
 from streams.core.strategies import interference as itf
@@ -356,15 +356,26 @@ def _hot_with(db_cpu: float) -> ClusterState:
 def test_lownodeload_require_landing_skips_a_move_whose_replacement_lands_back() -> None:
     loads = {"hot": (7.2, {("shop", "web-1"): 3.0}), "cool": 1.0}
     st = _hot_with(0.1)  # hot has the fewest requests: web-1's replacement would be bound to hot again
-    ticks(st, 3, loads)
-    on = absolute_lnl(require_landing=True)
-    assert on.require_landing and not absolute_lnl().require_landing  # opt-in
-    ds = lnl.plan(st, absolute_lnl())
+    t = ticks(st, 3, loads)
+    never, always = absolute_lnl(require_landing="never"), absolute_lnl(require_landing="always")
+    ds = lnl.plan(st, never)
     assert [(d.pod.name, d.to_nodes, d.evidence["predicted_landing"]) for d in ds] == [("web-1", ["cool"], "hot")]
-    assert lnl.plan(st, on) == []
+    assert lnl.plan(st, always) == []
+    # the default asks only of a source whose latest move was seen to land badly (back on it, or on a hot node)
+    default = absolute_lnl()
+    assert default.require_landing == "after-hot-landing" and len(lnl.plan(st, default)) == 1
+    st.landings.append(Landing(t - 600, "shop/db", ("shop", "db-0"), ("shop", "db-1"), "hot", "hot", True))
+    assert lnl.plan(st, default) == []
+    st.landings.append(Landing(t - 300, "shop/db", ("shop", "db-2"), ("shop", "db-3"), "hot", "cool", False))
+    assert len(lnl.plan(st, default)) == 1  # a good landing since: asked no more
+    st.landings[:] = [Landing(t - GuardSettings().backoff_max_s - 1, "shop/db", ("shop", "db-0"), ("shop", "db-1"),
+                              "hot", "hot", True)]
+    assert len(lnl.plan(st, default)) == 1  # forgotten after backoff_max_s
     st = _hot_with(6.0)  # db-1's requests make cool the scheduler's pick: the move works
     ticks(st, 3, loads)
-    assert [(d.pod.name, d.evidence["predicted_landing"]) for d in lnl.plan(st, on)] == [("web-1", "cool")]
+    assert [(d.pod.name, d.evidence["predicted_landing"]) for d in lnl.plan(st, always)] == [("web-1", "cool")]
+    with pytest.raises(ValueError, match="require_landing"):
+        absolute_lnl(require_landing="sometimes").validate()
 
 
 def test_other_strategies_keep_interfering_workloads_apart() -> None:
