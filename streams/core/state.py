@@ -21,6 +21,7 @@ is its *landing*. A landing back on the source or on a hot node raises the workl
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -772,6 +773,24 @@ def spread_move_ok(state: ClusterState, key: Key, pod: PodSnapshot, from_node: s
 SPREAD_SCORE_WEIGHT = 2.0  # PodTopologySpread's default score weight
 
 
+def _landing_nodes(state: ClusterState) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                 list[int]]:
+    """The nodes a replacement could be bound to at all (ready, schedulable, allocatable > 0), by name, with
+    their allocatable and requested CPU / memory, and the indices of those with taints."""
+    cand = [n for n in state.ready_nodes() if not state.nodes[n].unschedulable
+            and state.nodes[n].allocatable.cpu_cores > 0 and state.nodes[n].allocatable.mem_bytes > 0]
+    req = [state.requested_on(n) for n in cand]
+    return (cand, np.array([state.nodes[n].allocatable.cpu_cores for n in cand], dtype=float),
+            np.array([state.nodes[n].allocatable.mem_bytes for n in cand], dtype=float),
+            np.array([r[0] for r in req], dtype=float), np.array([r[1] for r in req], dtype=float),
+            [i for i, n in enumerate(cand) if state.nodes[n].taints])
+
+
+def _index_of(names: list[str], name: str) -> int | None:
+    i = bisect.bisect_left(names, name)  # the candidates are sorted (ready_nodes)
+    return i if i < len(names) and names[i] == name else None
+
+
 def predicted_landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node: str, *,
                       moved: dict[Key, str] | None = None,
                       extra_requests: dict[str, tuple[float, float]] | None = None,
@@ -821,33 +840,49 @@ def predicted_landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node
             smp = state.sample(p.node) if p is not None and p.node else None
             if p is not None and p.node and smp is not None:
                 freed_use[p.node] = freed_use.get(p.node, 0.0) + smp.pods.get(k, (0.0, 0.0))[0]
-    names, free, prefer, util = [], [], [], []
-    for n in state.ready_nodes():
-        node = state.nodes[n]
-        if node.unschedulable or node.allocatable.cpu_cores <= 0 or node.allocatable.mem_bytes <= 0:
-            continue
+    # the candidate nodes as arrays (memoised until the next event); the filters and the free fractions
+    # below are the same per-node arithmetic as a loop over them, in numpy
+    cand, a_cpu, a_mem, r_cpu, r_mem, tainted = state.cached("landing_nodes", lambda: _landing_nodes(state))
+    keep = np.ones(len(cand), dtype=bool)
+    prefer_all = np.zeros(len(cand))
+    for i in tainted:
+        node = state.nodes[cand[i]]
         if any(t.effect in ("NoSchedule", "NoExecute") and not tolerates(pod.tolerations, t) for t in node.taints):
-            continue
-        if any(node.labels.get(k) != v for k, v in pod.node_selector.items()):
-            continue
-        cpu, mem = state.requested_on(n)
-        e, f = extra.get(n, (0.0, 0.0)), freed.get(n, (0.0, 0.0))
-        cpu_after = cpu + e[0] - f[0] + pod.requests.cpu_cores
-        mem_after = mem + e[1] - f[1] + pod.requests.mem_bytes
-        if cpu_after > node.allocatable.cpu_cores + 1e-9 or mem_after > node.allocatable.mem_bytes + 1e-9:
-            continue
-        names.append(n)
-        free.append(((node.allocatable.cpu_cores - cpu_after) / node.allocatable.cpu_cores
-                     + (node.allocatable.mem_bytes - mem_after) / node.allocatable.mem_bytes) / 2.0)
-        prefer.append(sum(1 for t in node.taints
-                          if t.effect == "PreferNoSchedule" and not tolerates(pod.tolerations, t)))
-        if load_weight > 0:
+            keep[i] = False
+        prefer_all[i] = sum(1 for t in node.taints
+                            if t.effect == "PreferNoSchedule" and not tolerates(pod.tolerations, t))
+    if pod.node_selector:
+        for i, n in enumerate(cand):
+            labels = state.nodes[n].labels
+            if any(labels.get(k) != v for k, v in pod.node_selector.items()):
+                keep[i] = False
+    cpu_after, mem_after = r_cpu.copy(), r_mem.copy()
+    for n, (c, m_) in extra.items():
+        i = _index_of(cand, n)
+        if i is not None:
+            cpu_after[i] += c
+            mem_after[i] += m_
+    for n, (c, m_) in freed.items():
+        i = _index_of(cand, n)
+        if i is not None:
+            cpu_after[i] -= c
+            mem_after[i] -= m_
+    cpu_after += pod.requests.cpu_cores
+    mem_after += pod.requests.mem_bytes
+    keep &= (cpu_after <= a_cpu + 1e-9) & (mem_after <= a_mem + 1e-9)
+    idx = np.flatnonzero(keep)
+    if not len(idx):
+        return None
+    names = [cand[i] for i in idx]
+    free = ((a_cpu[idx] - cpu_after[idx]) / a_cpu[idx] + (a_mem[idx] - mem_after[idx]) / a_mem[idx]) / 2.0
+    prefer = prefer_all[idx]
+    util = []
+    if load_weight > 0:
+        for i, n in zip(idx.tolist(), names, strict=True):
             smp = state.sample(n)
             used = (smp.cpu_usage - freed_use.get(n, 0.0) + (extra_usage or {}).get(n, (0.0, 0.0))[0]
-                    if smp is not None else cpu_after - pod.requests.cpu_cores)
-            util.append(min(1.0, max(0.0, used + pod.requests.cpu_cores) / node.allocatable.cpu_cores))
-    if not names:
-        return None
+                    if smp is not None else float(cpu_after[i]) - pod.requests.cpu_cores)
+            util.append(min(1.0, max(0.0, used + pod.requests.cpu_cores) / float(a_cpu[i])))
     zones = [state.zone_of(n) for n in names]
     zone_count: Counter[str | None] = Counter()
     for n, c in siblings.items():
