@@ -278,3 +278,142 @@ def test_pdbs_for_follows_selector_and_status_changes() -> None:
             assert got == plain_pdbs_for(st, k[0], p), (step, k)
             assert all(b is st.pdbs[pk] for pk, b in got)  # the current snapshots
     assert kept > 30
+
+
+# ---------------------------------------------------------------- interference detector
+
+def plain_cpu_correlations(state, mi, col, memo=None):  # type: ignore[no-untyped-def]
+    """cpu_correlations as first written: every candidate recomputes the centred CPU window."""
+    rows = state.window_rows()
+    y = state.val[mi, rows, col]
+    ok = ~np.isnan(y)
+    if ok.sum() < 4:
+        return None
+    y = y[ok]
+    c = state.cpu[rows][ok]
+    miss = np.isnan(c)
+    if miss.any():
+        colmean = np.where(miss, 0.0, c).sum(axis=0) / np.maximum((~miss).sum(axis=0), 1)
+        c = np.where(miss, colmean, c)
+    yc = y - y.mean()
+    cc = c - c.mean(axis=0)
+    ss = (cc * cc).sum(axis=0)
+    own = cc[:, col]
+    den = np.sqrt(ss * (yc @ yc))
+    den_own = np.sqrt(ss * ss[col])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (np.where(den > 0, (cc.T @ yc) / np.where(den > 0, den, 1.0), 0.0),
+                np.where(den_own > 0, (cc.T @ own) / np.where(den_own > 0, den_own, 1.0), 0.0))
+
+
+def plain_learn(self) -> None:  # type: ignore[no-untyped-def]
+    """NodeState._learn as first written: one path for any number of unlearned scrapes."""
+    from streams.core.interference import METRICS, _ewm, _median
+
+    s = self.settings
+    rows = self.window_rows(self.unlearned)
+    self.unlearned = 0
+    x = self.val[:, rows]
+    valid = x == x
+    x0 = np.where(valid, x, 0.0)
+    w = valid - self.out[:, rows] * (1.0 - s.outlier_weight)
+    wx = w * x0
+    nm = len(METRICS)
+    per_pod = np.concatenate([w.sum(axis=1), wx.sum(axis=1), (wx * x0).sum(axis=1), valid.sum(axis=1)])
+    self.mean, self.m2, self.cnt = _ewm(self.mean, self.m2, self.cnt, per_pod @ self.onehot, nm, s.alpha)
+    c = valid.sum(axis=1)
+    s1, s2 = x0.sum(axis=1), (x0 * x0).sum(axis=1)
+    cs = np.maximum(c, 1)
+    bm = s1 / cs
+    bv = np.maximum(s2 / cs - bm * bm, 0.0) * (cs / np.maximum(cs - 1, 1))
+    self.bhead = (self.bhead + 1) % s.blocks
+    self.bmean[:, self.bhead] = np.where(c > 0, bm, np.nan)
+    self.bstd[:, self.bhead] = np.where(c > 1, np.sqrt(bv), np.nan)
+    self.learned += 1
+    if self.learned % s.robust_every == 0:
+        self.pmed, self.pblocks = _median(self.bmean)
+        nu = max(s.learn_every - 1, 1)
+        self.psd = _median(self.bstd, upper=True)[0] / (1 - 2 / (9 * nu)) ** 1.5
+    self._thresholds()
+
+
+def _churning_scrapes(seed: int, n: int = 700) -> list[m.ClusterMetrics]:
+    """One node's scrapes: pods leave (their columns kept for a window: one-scrape learning steps) and
+    join, a shared load that the latency follows (self-explained candidates, several per scrape), episodes
+    of CPI interference, unmeasured (0) values and scrapes without a latency column."""
+    rng = np.random.default_rng(seed)
+    pool = [f"p{i}" for i in range(40)]
+    live = pool[:10]
+    out = []
+    for i in range(n):
+        if rng.random() < 0.05 and len(live) > 4:
+            live = [p for p in live if p != live[int(rng.integers(len(live)))]]
+        if rng.random() < 0.05:
+            live = sorted({*live, pool[int(rng.integers(len(pool)))]})
+        k = len(live)
+        load = 1 + 0.8 * math.sin(i / 25) + rng.normal(0, 0.05)
+        cpu = np.clip(load * rng.uniform(0.2, 1.0, k) + rng.normal(0, 0.05, k), 0, None)
+        cpi = rng.lognormal(0, 0.05, k) * (1 + (rng.random(k) < 0.03) * 1.5)
+        if (i // 60) % 3 == 1:
+            cpi[: 2] *= 1.6  # an episode on the first pods
+            cpu[-1] += 3.0
+        lat = 20 * load * rng.lognormal(0, 0.03, k)
+        cpi[rng.random(k) < 0.05] = 0.0  # not measured
+        lat[rng.random(k) < 0.05] = 0.0
+        out.append(m.ClusterMetrics(
+            ts=T0 + 10 * i, node="n", window_s=10, node_usage=m.Resources(cpu_cores=float(cpu.sum()), mem_bytes=1),
+            node_allocatable=m.Resources(cpu_cores=16, mem_bytes=1e10),
+            pods=m.PodSamples(namespace=["a"] * k, name=live, app=[f"app{int(p[1:]) % 4}" for p in live],
+                              cpu_cores=cpu.tolist(), mem_bytes=[1.0] * k, cpi=cpi.tolist(),
+                              latency_ms=lat.tolist() if rng.random() > 0.02 else None)))
+    return out
+
+
+def test_interference_shortcuts_match_the_plain_detector(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The shared CPU window of a scrape's candidates and the one-scrape learning step give the same
+    anomalies and the same state, bit for bit, as the detector as first written."""
+    from streams.core import interference as itf
+
+    def run(plain: bool, msgs: list[m.ClusterMetrics]) -> tuple[list[dict], itf.NodeState]:
+        with monkeypatch.context() as mp:
+            if plain:
+                mp.setattr(itf, "cpu_correlations", plain_cpu_correlations)
+                mp.setattr(itf.NodeState, "_learn", plain_learn)
+            st = itf.NodeState(itf.InterferenceSettings(warmup=10, learn_every=4, robust_every=2, window=20))
+            out = [a.model_dump() for msg in msgs for a in itf.update(st, msg)]
+        return out, st
+
+    for seed in range(4):
+        msgs = _churning_scrapes(seed)
+        fast, st_fast = run(False, msgs)
+        plain, st_plain = run(True, msgs)
+        assert fast == plain, seed
+        assert len(fast) > 3, seed  # the inputs do open episodes
+        for name in ("val", "out", "bmean", "bstd", "mean", "m2", "cnt", "pmed", "psd", "thr", "thr_hot"):
+            assert getattr(st_fast, name).tobytes() == getattr(st_plain, name).tobytes(), (seed, name)
+
+
+def test_cpu_correlations_memo_is_the_plain_computation() -> None:
+    """Random windows with absent pods (NaN CPU) and unmeasured samples: each candidate's correlations from
+    the scrape's shared memo equal the plain computation's bit for bit."""
+    from streams.core import interference as itf
+
+    rng = np.random.default_rng(3)
+    for case in range(40):
+        st = itf.NodeState(itf.InterferenceSettings(window=12))
+        p = int(rng.integers(1, 9))
+        st.scrapes, st.head = int(rng.integers(3, 30)), int(rng.integers(0, 12))
+        st.cpu = rng.uniform(0, 2, (12, p))
+        st.cpu[rng.random((12, p)) < 0.1] = np.nan
+        st.val = rng.uniform(0.5, 2, (2, 12, p))
+        st.val[rng.random((2, 12, p)) < rng.choice([0.0, 0.2, 0.6])] = np.nan
+        memo: dict = {}
+        for mi in range(2):
+            for col in range(p):
+                got, want = itf.cpu_correlations(st, mi, col, memo), plain_cpu_correlations(st, mi, col)
+                if want is None:
+                    assert got is None, case
+                else:
+                    assert got is not None, case
+                    assert [a.tobytes() for a in got] == [b.tobytes() for b in want], case
+

@@ -284,24 +284,27 @@ class NodeState:
         """Fold the scrapes since the last learning step into the normals: the app normals (one matrix
         product) and one block per pod; every ``robust_every`` steps the pods' medians are refreshed."""
         s = self.settings
-        rows = self.window_rows(self.unlearned)
+        if self.unlearned == 1:
+            self._learn_one()
+        else:
+            rows = self.window_rows(self.unlearned)
+            x = self.val[:, rows]  # (M, k, P)
+            valid = x == x
+            x0 = np.where(valid, x, 0.0)
+            w = valid - self.out[:, rows] * (1.0 - s.outlier_weight)  # outliers barely move the app normals
+            wx = w * x0
+            nm = len(METRICS)
+            per_pod = np.concatenate([w.sum(axis=1), wx.sum(axis=1), (wx * x0).sum(axis=1), valid.sum(axis=1)])
+            self.mean, self.m2, self.cnt = _ewm(self.mean, self.m2, self.cnt, per_pod @ self.onehot, nm, s.alpha)
+            c = valid.sum(axis=1)
+            s1, s2 = x0.sum(axis=1), (x0 * x0).sum(axis=1)
+            cs = np.maximum(c, 1)
+            bm = s1 / cs
+            bv = np.maximum(s2 / cs - bm * bm, 0.0) * (cs / np.maximum(cs - 1, 1))
+            self.bhead = (self.bhead + 1) % s.blocks
+            self.bmean[:, self.bhead] = np.where(c > 0, bm, np.nan)
+            self.bstd[:, self.bhead] = np.where(c > 1, np.sqrt(bv), np.nan)
         self.unlearned = 0
-        x = self.val[:, rows]  # (M, k, P)
-        valid = x == x
-        x0 = np.where(valid, x, 0.0)
-        w = valid - self.out[:, rows] * (1.0 - s.outlier_weight)  # outliers barely move the app normals
-        wx = w * x0
-        nm = len(METRICS)
-        per_pod = np.concatenate([w.sum(axis=1), wx.sum(axis=1), (wx * x0).sum(axis=1), valid.sum(axis=1)])
-        self.mean, self.m2, self.cnt = _ewm(self.mean, self.m2, self.cnt, per_pod @ self.onehot, nm, s.alpha)
-        c = valid.sum(axis=1)
-        s1, s2 = x0.sum(axis=1), (x0 * x0).sum(axis=1)
-        cs = np.maximum(c, 1)
-        bm = s1 / cs
-        bv = np.maximum(s2 / cs - bm * bm, 0.0) * (cs / np.maximum(cs - 1, 1))
-        self.bhead = (self.bhead + 1) % s.blocks
-        self.bmean[:, self.bhead] = np.where(c > 0, bm, np.nan)
-        self.bstd[:, self.bhead] = np.where(c > 1, np.sqrt(bv), np.nan)
         self.learned += 1
         if self.learned % s.robust_every == 0:
             self.pmed, self.pblocks = _median(self.bmean)
@@ -310,6 +313,24 @@ class NodeState:
             nu = max(s.learn_every - 1, 1)
             self.psd = _median(self.bstd, upper=True)[0] / (1 - 2 / (9 * nu)) ** 1.5
         self._thresholds()
+
+    def _learn_one(self) -> None:
+        """:meth:`_learn`'s sums and block for a single unlearned scrape (a pod left the node: each scrape
+        remaps, and learns, while its column is kept): a sum over one row is that row, a block of one sample
+        has its value as mean and no std. The same numbers as the general path (``tests/test_core_speed.py``)."""
+        s = self.settings
+        r = self.head  # the newest row: window_rows(1)
+        x = self.val[:, r]  # (M, P)
+        valid = x == x
+        x0 = np.where(valid, x, 0.0)
+        w = valid - self.out[:, r] * (1.0 - s.outlier_weight)
+        wx = w * x0
+        per_pod = np.concatenate([w, wx, wx * x0, valid])
+        self.mean, self.m2, self.cnt = _ewm(self.mean, self.m2, self.cnt, per_pod @ self.onehot, len(METRICS),
+                                            s.alpha)
+        self.bhead = (self.bhead + 1) % s.blocks
+        self.bmean[:, self.bhead] = x  # NaN where not measured (the values measured are > 0)
+        self.bstd[:, self.bhead] = np.nan
 
     def _gc_apps(self) -> None:
         """Forget normals of apps with no pod on the node (keeps the app table bounded)."""
@@ -402,10 +423,12 @@ def update(state: NodeState, msg: ClusterMetrics) -> list[Anomaly]:
         mis, cs = np.nonzero(out & ~state.open)
         if mis.size:
             flags = state.out[mis, :, cs][:, state.window_rows(s.flag_window)].sum(axis=1)
+            memo: _CpuMemo = {}  # this scrape's centred CPU window, shared by its candidates
             for mi, col, k in zip(mis.tolist(), cs.tolist(), flags.tolist(), strict=True):
                 if k < s.min_outliers:
                     continue
-                r = cpu_correlations(state, mi, col)  # once per opening: judges self-load and ranks suspects
+                # once per candidate: judges self-load and ranks suspects
+                r = cpu_correlations(state, mi, col, memo)
                 if not (mi == _LATENCY and self_explained(state.settings, r, col)):
                     result.append(_opened(state, mi, col, msg.ts, r))
                     state.open[mi, col] = True
@@ -426,31 +449,44 @@ def _victim(state: NodeState, col: int) -> PodRef:
 
 
 Correlations = tuple[np.ndarray, np.ndarray]  # (with the victim's metric, with the victim's own CPU)
+_CpuMemo = dict[Any, Any]  # see cpu_correlations
 
 
-def cpu_correlations(state: NodeState, mi: int, col: int) -> Correlations | None:
+def cpu_correlations(state: NodeState, mi: int, col: int, memo: _CpuMemo | None = None) -> Correlations | None:
     """Pearson correlations of every co-located pod's CPU (the victim's own included) over the window:
-    with the victim's metric, and with the victim's own CPU; None with fewer than 4 measured samples."""
-    rows = state.window_rows()
+    with the victim's metric, and with the victim's own CPU; None with fewer than 4 measured samples.
+
+    ``memo`` (a dict the caller keeps for one scrape of one node, while the state does not change) holds
+    the window's rows and, per set of measured rows, the centred CPU columns and their sums of squares:
+    every candidate of a scrape whose metric was measured in the same scrapes (nearly all) shares them,
+    the very same arrays as computed for the first one."""
+    if memo is None:
+        memo = {}
+    rows = memo.get("rows")
+    if rows is None:
+        rows = memo["rows"] = state.window_rows()
     y = state.val[mi, rows, col]
     ok = ~np.isnan(y)
-    if ok.sum() < 4:
+    if np.count_nonzero(ok) < 4:
         return None
+    mk = ok.tobytes()
+    hit = memo.get(mk)
+    if hit is None:
+        c = state.cpu[rows][ok]  # (t, pods)
+        miss = np.isnan(c)
+        if miss.any():  # a pod absent from some scrapes: fill with its mean (no information)
+            colmean = np.where(miss, 0.0, c).sum(axis=0) / np.maximum((~miss).sum(axis=0), 1)
+            c = np.where(miss, colmean, c)
+        cc = c - c.mean(axis=0)
+        hit = memo[mk] = (cc, (cc * cc).sum(axis=0), cc.T)
+    cc, ss, cct = hit
     y = y[ok]
-    c = state.cpu[rows][ok]  # (t, pods)
-    miss = np.isnan(c)
-    if miss.any():  # a pod absent from some scrapes: fill with its mean (no information)
-        colmean = np.where(miss, 0.0, c).sum(axis=0) / np.maximum((~miss).sum(axis=0), 1)
-        c = np.where(miss, colmean, c)
     yc = y - y.mean()
-    cc = c - c.mean(axis=0)
-    ss = (cc * cc).sum(axis=0)
-    own = cc[:, col]
     den = np.sqrt(ss * (yc @ yc))
     den_own = np.sqrt(ss * ss[col])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (np.where(den > 0, (cc.T @ yc) / np.where(den > 0, den, 1.0), 0.0),
-                np.where(den_own > 0, (cc.T @ own) / np.where(den_own > 0, den_own, 1.0), 0.0))
+    # (no division by zero: a denominator that is not > 0 is replaced by 1 before dividing)
+    return (np.where(den > 0, (cct @ yc) / np.where(den > 0, den, 1.0), 0.0),
+            np.where(den_own > 0, (cct @ cc[:, col]) / np.where(den_own > 0, den_own, 1.0), 0.0))
 
 
 def _distinct(settings: InterferenceSettings, rc: Correlations, col: int) -> np.ndarray:
