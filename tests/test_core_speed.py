@@ -417,3 +417,69 @@ def test_cpu_correlations_memo_is_the_plain_computation() -> None:
                     assert got is not None, case
                     assert [a.tobytes() for a in got] == [b.tobytes() for b in want], case
 
+
+# ---------------------------------------------------------------- indexes caught up from pod events
+
+def test_pod_indexes_catch_up_like_a_rebuild() -> None:
+    """Random pod events (added, relabelled, moved, respread, deleted, re-added; several per version, the same pod
+    several times) and other events: the label index and ZoneSpread's groups caught up from the pod log are
+    what a rebuild gives — the same lists in the same order, the same snapshots, the same group constraints —
+    also when the log was cut short (a rebuild) and when an earlier value is held by a caller (left unchanged)."""
+    import streams.core.state as state_mod
+    from streams.core.strategies import zonespread as zs
+
+    rng = random.Random(5)
+    soft = zs.ZoneSpreadSettings(include_soft=True)
+    hard = zs.ZoneSpreadSettings()
+
+    def spread() -> list[m.TopologySpread]:
+        out = []
+        for _ in range(rng.choice([0, 1, 1, 2])):
+            out.append(m.TopologySpread(
+                max_skew=rng.choice([1, 2]), topology_key=rng.choice([ZONE_LABEL, ZONE_LABEL, "rack"]),
+                when_unsatisfiable=rng.choice(["DoNotSchedule", "ScheduleAnyway"]),
+                match_labels=rng.choice([{"app": "web"}, {"app": "api"}, {"app": "web", "tier": "fe"}, {}])))
+        return out
+
+    def pod(i: int) -> m.ClusterEvent:
+        return pod_ev(rng.choice(["shop", "batch"]), f"p{i}", rng.choice([None, "n0", "n1", "n2"]),
+                      app=rng.choice(["web", "api"]), ready=rng.random() > 0.2,
+                      labels=rng.choice([{"app": "web"}, {"app": "api", "tier": "fe"}, {"app": "web", "tier": "fe"},
+                                         {}, {"app": "web", "x": str(rng.randrange(3))}]),
+                      topology_spread=spread())
+
+    old_max = state_mod.POD_LOG_MAX
+    try:
+        for case in range(6):
+            state_mod.POD_LOG_MAX = rng.choice([8, 40, 100_000])
+            st = state_of(node_ev("n0"), node_ev("n1"), *[pod(i) for i in range(20)])
+            held = []
+            for step in range(60):
+                for _ in range(rng.choice([0, 1, 1, 3, 8])):
+                    r = rng.random()
+                    if r < 0.1:
+                        st.apply_event(node_ev(f"n{rng.randrange(3)}", type="MODIFIED"))
+                        continue
+                    ev = pod(rng.randrange(30))
+                    if r < 0.3 and (ev.namespace, ev.name) in st.pods:
+                        ev = ev.model_copy(update={"type": "DELETED"})
+                    st.apply_event(ev)
+                index = st.pods_by_label()
+                assert index == st._pods_by_label(), (case, step)
+                assert all(a[1] is b[1] for t, lst in index.items() for a, b in zip(lst, st._pods_by_label()[t],
+                                                                                       strict=True))
+                for s in (soft, hard):
+                    got, want = zs._groups(st, s), zs._build_groups(st, s)
+                    assert got == want, (case, step)
+                    assert all(got[g][0] is want[g][0] and all(a[1] is b[1] for a, b in zip(got[g][1], want[g][1],
+                                                                                            strict=True))
+                               for g in want), (case, step)
+                if rng.random() < 0.3:
+                    held.append((zs._groups(st, hard), {g: (v[0], list(v[1])) for g, v in zs._groups(st, hard).items()},
+                                 st.pods_by_label(), {t: list(v) for t, v in st.pods_by_label().items()}))
+            for groups, groups_copy, index, index_copy in held:  # what callers held was never changed
+                assert {g: (v[0], list(v[1])) for g, v in groups.items()} == groups_copy
+                assert {t: list(v) for t, v in index.items()} == index_copy
+    finally:
+        state_mod.POD_LOG_MAX = old_max
+

@@ -54,6 +54,7 @@ SYSTEM_CRITICAL_PRIORITY = 2_000_000_000
 SYSTEM_PRIORITY_CLASSES = ("system-cluster-critical", "system-node-critical")
 EVICT_ANNOTATION = "kubetide.io/evict"
 SAFE_TO_EVICT_ANNOTATION = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+POD_LOG_MAX = 100_000  # see ClusterState._pod_log
 ZONE_LABEL = "topology.kubernetes.io/zone"
 
 
@@ -222,6 +223,12 @@ class ClusterState:
     pdb_selectors_version: int = field(default=0, repr=False, compare=False)
     _pdb_match: tuple[int, dict[tuple[str, tuple[tuple[str, str], ...]], list[Key]]] = \
         field(default_factory=lambda: (-1, {}), repr=False, compare=False)
+    # The key of every applied Pod event, in order (``_pod_log[0]`` is pod event number ``_pod_log_start``):
+    # indexes over the pods (see ``incremental``) catch up on the pods changed since they were built instead of
+    # being rebuilt. Bounded: past POD_LOG_MAX entries the oldest half goes (an index that far behind rebuilds).
+    _pod_log: list[Key] = field(default_factory=list, repr=False, compare=False)
+    _pod_log_start: int = field(default=0, repr=False, compare=False)
+    _incr: dict[str, tuple[int, int, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def cached(self, name: str, build: Callable[[], Any]) -> Any:
         """``build()``'s value, recomputed only when an event was applied since it was last built."""
@@ -230,12 +237,33 @@ class ClusterState:
             hit = self._cache[name] = (self.version, build())
         return hit[1]
 
+    def incremental(self, name: str, build: Callable[[], Any], catch_up: Callable[[Any, list[Key]], Any]) -> Any:
+        """Like :meth:`cached`, for a value derived from the pods alone: after events it is brought up to date by
+        ``catch_up(value, keys)`` from the keys of the pod events applied since (added, modified or deleted pods,
+        in event order) instead of rebuilt. ``catch_up`` must return what ``build()`` would return now, without
+        changing ``value`` (callers may still hold it). ``build()`` when there is no value yet or the pod log no
+        longer reaches back to it."""
+        hit = self._incr.get(name)
+        if hit is not None and hit[0] == self.version:
+            return hit[2]
+        if hit is None or hit[1] < self._pod_log_start:
+            value = build()
+        else:
+            value = catch_up(hit[2], self._pod_log[hit[1] - self._pod_log_start:])
+        self._incr[name] = (self.version, self._pod_log_start + len(self._pod_log), value)
+        return value
+
     # ------------------------------------------------------------ events
     def apply_event(self, ev: ClusterEvent) -> None:
         key = (ev.namespace, ev.name)
         deleted = ev.type == "DELETED"
         self.version += 1
         if ev.kind == "Pod":
+            self._pod_log.append(key)
+            if len(self._pod_log) > POD_LOG_MAX:
+                half = len(self._pod_log) // 2
+                del self._pod_log[:half]
+                self._pod_log_start += half
             old = self.pods.pop(key, None)
             if not deleted and ev.pod is not None and ev.pod.node and (old is None or not old.node):
                 self._landed(key, ev.pod, ev.ts)
@@ -484,12 +512,49 @@ class ClusterState:
         return out
 
     def _pods_by_label(self) -> dict[tuple[str, str, str], list[tuple[Key, PodSnapshot]]]:
-        """(namespace, label, value) -> the pods carrying it, in :attr:`pods` order (for ``cached``)."""
+        """(namespace, label, value) -> the pods carrying it, in :attr:`pods` order (the plain rule)."""
         index: dict[tuple[str, str, str], list[tuple[Key, PodSnapshot]]] = {}
         for k, p in self.pods.items():
             for lk, lv in p.labels.items():
                 index.setdefault((k[0], lk, lv), []).append((k, p))
         return index
+
+    def pods_by_label(self) -> dict[tuple[str, str, str], list[tuple[Key, PodSnapshot]]]:
+        """:meth:`_pods_by_label`, caught up from the pod events rather than rebuilt (don't change it)."""
+        return self.incremental("pods_by_label", self._label_index, self._label_index_catch_up)[0]
+
+    def _label_index(self) -> tuple[dict[tuple[str, str, str], list[tuple[Key, PodSnapshot]]],
+                                    dict[Key, tuple[tuple[str, str, str], ...]]]:
+        return self._pods_by_label(), {k: tuple((k[0], lk, lv) for lk, lv in p.labels.items())
+                                       for k, p in self.pods.items()}
+
+    def _label_index_catch_up(self, old: tuple[dict[tuple[str, str, str], list[tuple[Key, PodSnapshot]]],
+                                                dict[Key, tuple[tuple[str, str, str], ...]]],
+                              keys: list[Key]) -> tuple[dict[tuple[str, str, str], list[tuple[Key, PodSnapshot]]],
+                                                        dict[Key, tuple[tuple[str, str, str], ...]]]:
+        """Each event moves its pod to the end of :attr:`pods` (or out of it): the lists keep their pods that did
+        not change, in order, followed by the changed pods still present, in the order of their last event."""
+        index, where = dict(old[0]), dict(old[1])
+        last = list(dict.fromkeys(reversed(keys)))[::-1]  # each changed key once, by its last event
+        changed = set(last)
+        lists = {t: [e for e in index[t] if e[0] not in changed] for k in last for t in where.get(k, ())}
+        for k in last:
+            p = self.pods.get(k)
+            if p is None:
+                where.pop(k, None)
+                continue
+            triples = where[k] = tuple((k[0], lk, lv) for lk, lv in p.labels.items())
+            for t in triples:
+                lst = lists.get(t)
+                if lst is None:
+                    lst = lists[t] = list(index.get(t, ()))
+                lst.append((k, p))
+        for t, lst in lists.items():  # new lists: the old ones are left as they were
+            if lst:
+                index[t] = lst
+            else:
+                del index[t]
+        return index, where
 
     def pods_by_workload(self) -> dict[str, list[tuple[Key, PodSnapshot]]]:
         """Pods grouped by workload key (sorted by pod key), rebuilt only after an event."""
@@ -730,7 +795,7 @@ def spread_members(state: ClusterState, namespace: str,
     """(pod key, node) of the namespace's Running, ready, placed pods whose labels match ``labels`` (sorted
     ``(label, value)`` pairs, at least one), in :attr:`ClusterState.pods` order; memoised until the next event."""
     def build() -> list[tuple[Key, str]]:
-        index = state.cached("pods_by_label", state._pods_by_label)
+        index = state.pods_by_label()
         pods = min((index.get((namespace, lk, lv), []) for lk, lv in labels), key=len)
         return [(k, p.node) for k, p in pods
                 if p.phase == "Running" and p.ready and p.node

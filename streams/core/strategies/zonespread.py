@@ -18,6 +18,7 @@ Like descheduler's RemovePodsViolatingTopologySpreadConstraint, for the zone key
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from kubetide.models import DescheduleDecision, PodSnapshot, TopologySpread
@@ -47,26 +48,71 @@ class ZoneSpreadSettings:
 
 
 Group = tuple[TopologySpread, list[tuple[Key, PodSnapshot]]]
+GroupKey = tuple[str, str, tuple[tuple[str, str], ...], int]
+Groups = dict[GroupKey, Group]
+Memberships = dict[Key, list[tuple[GroupKey, TopologySpread]]]
 
 
-def _groups(state: ClusterState, s: ZoneSpreadSettings) -> dict[tuple, Group]:
-    """Pods by spread group; rebuilt only when an event changed the state (``ClusterState.cached``)."""
-    return state.cached(f"zonespread-groups/{s.topology_key}/{s.include_soft}", lambda: _build_groups(state, s))
+def _groups(state: ClusterState, s: ZoneSpreadSettings) -> Groups:
+    """Pods by spread group (:func:`_build_groups`), caught up from the pod events after a change
+    (``ClusterState.incremental``) rather than rebuilt."""
+    return state.incremental(f"zonespread-groups/{s.topology_key}/{s.include_soft}",
+                             lambda: _index(state, s), lambda old, keys: _catch_up(state, s, old, keys))[0]
 
 
-def _build_groups(state: ClusterState, s: ZoneSpreadSettings) -> dict[tuple, Group]:
-    out: dict[tuple, Group] = {}
+def _memberships(key: Key, pod: PodSnapshot, s: ZoneSpreadSettings) -> list[tuple[GroupKey, TopologySpread]]:
+    """The groups the pod belongs to, each with the constraint that puts it there, in constraint order."""
+    out = []
+    for c in pod.topology_spread:
+        if c.topology_key != s.topology_key or not c.match_labels:
+            continue
+        if c.when_unsatisfiable != "DoNotSchedule" and not s.include_soft:
+            continue
+        if any(pod.labels.get(k) != v for k, v in c.match_labels.items()):
+            continue
+        out.append(((key[0], c.topology_key, tuple(sorted(c.match_labels.items())), c.max_skew), c))
+    return out
+
+
+def _build_groups(state: ClusterState, s: ZoneSpreadSettings) -> Groups:
+    """The plain rule: every pod, by key, into its groups; a group's constraint is its first member's."""
+    out: Groups = {}
     for key, pod in sorted(state.pods.items()):
-        for c in pod.topology_spread:
-            if c.topology_key != s.topology_key or not c.match_labels:
-                continue
-            if c.when_unsatisfiable != "DoNotSchedule" and not s.include_soft:
-                continue
-            if any(pod.labels.get(k) != v for k, v in c.match_labels.items()):
-                continue
-            g = (key[0], c.topology_key, tuple(sorted(c.match_labels.items())), c.max_skew)
+        for g, c in _memberships(key, pod, s):
             out.setdefault(g, (c, []))[1].append((key, pod))
     return out
+
+
+def _index(state: ClusterState, s: ZoneSpreadSettings) -> tuple[Groups, Memberships]:
+    return _build_groups(state, s), {k: m for k, p in state.pods.items() if (m := _memberships(k, p, s))}
+
+
+def _catch_up(state: ClusterState, s: ZoneSpreadSettings, old: tuple[Groups, Memberships],
+              keys: list[Key]) -> tuple[Groups, Memberships]:
+    """:func:`_build_groups` after the pods ``keys`` changed: they leave their old groups and join their new ones
+    at their place by key (new member lists: the old ones are left as they were)."""
+    groups, where = dict(old[0]), dict(old[1])
+    changed = set(keys)
+    members = {g: [e for e in groups[g][1] if e[0] not in changed] for k in changed for g, _ in where.get(k, ())}
+    for k in sorted(changed):
+        pod = state.pods.get(k)
+        ms = _memberships(k, pod, s) if pod is not None else []
+        if ms:
+            where[k] = ms
+        else:
+            where.pop(k, None)
+        for g, _c in ms:
+            lst = members.get(g)
+            if lst is None:
+                lst = members[g] = list(groups[g][1]) if g in groups else []
+            lst.insert(bisect.bisect_right(lst, k, key=lambda e: e[0]), (k, pod))
+    for g, lst in members.items():
+        if not lst:
+            del groups[g]
+            continue
+        first = lst[0][0]  # the group's constraint: its first member's (first) one for the group
+        groups[g] = (next(c for gg, c in where[first] if gg == g), lst)
+    return groups, where
 
 
 def plan(state: ClusterState, s: ZoneSpreadSettings) -> list[DescheduleDecision]:
