@@ -483,3 +483,33 @@ def test_pod_indexes_catch_up_like_a_rebuild() -> None:
     finally:
         state_mod.POD_LOG_MAX = old_max
 
+
+def test_per_node_memos_follow_pod_events_like_a_rebuild() -> None:
+    """pods_on / workloads_on / requested_on, kept per node until a pod event on that node (the node it left or
+    the node it is on), equal the plain computation after random pod moves, phase changes and deletions."""
+    rng = random.Random(9)
+    nodes = [f"n{i}" for i in range(5)]
+
+    def pod(i: int) -> m.ClusterEvent:
+        return pod_ev("shop", f"p{i}", rng.choice([None, *nodes]), app=rng.choice(["web", "api"]),
+                      cpu=rng.choice([0.1, 0.25, 0.5]),
+                      phase=rng.choice(["Running", "Running", "Pending", "Succeeded"]),
+                      kind=rng.choice(["Deployment", None]))
+
+    st = state_of(*[node_ev(n) for n in nodes], *[pod(i) for i in range(25)])
+    for step in range(200):
+        ev = pod(rng.randrange(30))
+        if rng.random() < 0.2 and (ev.namespace, ev.name) in st.pods:
+            ev = ev.model_copy(update={"type": "DELETED"})
+        st.apply_event(ev)
+        for n in rng.sample(nodes, 3):
+            plain = [(k, st.pods[k]) for k in sorted(st.pods_by_node.get(n, ()))
+                     if st.pods[k].phase in ("Running", "Pending")]
+            got = st.pods_on(n)
+            assert got == plain and all(a[1] is b[1] for a, b in zip(got, plain, strict=True)), (step, n)
+            assert st.workloads_on(n) == frozenset(p.workload.key for _, p in plain if p.workload is not None)
+            cpu = mem = 0.0
+            for _, p in plain:
+                cpu += p.requests.cpu_cores
+                mem += p.requests.mem_bytes
+            assert st.requested_on(n) == (cpu, mem), (step, n)

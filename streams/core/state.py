@@ -229,6 +229,9 @@ class ClusterState:
     _pod_log: list[Key] = field(default_factory=list, repr=False, compare=False)
     _pod_log_start: int = field(default=0, repr=False, compare=False)
     _incr: dict[str, tuple[int, int, Any]] = field(default_factory=dict, repr=False, compare=False)
+    # memo name -> node -> a value that reads only the pods on that node (``_node_memo``): a pod event drops the
+    # entries of the node the pod was on and of the node it is on now, every other node's value is kept
+    _node_memos: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def cached(self, name: str, build: Callable[[], Any]) -> Any:
         """``build()``'s value, recomputed only when an event was applied since it was last built."""
@@ -265,6 +268,11 @@ class ClusterState:
                 del self._pod_log[:half]
                 self._pod_log_start += half
             old = self.pods.pop(key, None)
+            for memo in self._node_memos.values():
+                if old is not None and old.node:
+                    memo.pop(old.node, None)
+                if not deleted and ev.pod is not None and ev.pod.node:
+                    memo.pop(ev.pod.node, None)
             if not deleted and ev.pod is not None and ev.pod.node and (old is None or not old.node):
                 self._landed(key, ev.pod, ev.ts)
             if old is not None and old.node:
@@ -464,15 +472,27 @@ class ClusterState:
         # a fresh list each call (callers may keep or change it); the sort is redone only after an event
         return list(self.cached("ready_nodes", lambda: sorted(n for n, s in self.nodes.items() if s.ready)))
 
+    def _node_memo(self, name: str, node: str, build: Callable[[], Any]) -> Any:
+        """``build()`` for ``node`` in the memo ``name``, for values that read only the pods on the node (their
+        keys and snapshots): kept until a pod event on that node (see ``_node_memos``). Never None."""
+        memo = self._node_memos.get(name)
+        if memo is None:
+            memo = self._node_memos[name] = {}
+        hit = memo.get(node)
+        if hit is None:
+            hit = memo[node] = build()
+        return hit
+
     def pods_on(self, node: str) -> list[tuple[Key, PodSnapshot]]:
-        # a fresh list each call; the node's sorted pods are memoised until the next event
-        return list(self._memo("pods_on", node, lambda: [
+        # a fresh list each call; the node's sorted pods are memoised until a pod event on the node
+        return list(self._node_memo("pods_on", node, lambda: [
             (k, p) for k in sorted(self.pods_by_node.get(node, ()))
             if (p := self.pods[k]).phase in ("Running", "Pending")]))
 
     def workloads_on(self, node: str) -> frozenset[str]:
-        """The workload keys of the node's Running / Pending pods (:meth:`pods_on`), memoised until the next event."""
-        return self._memo("workloads_on", node, lambda: frozenset(
+        """The workload keys of the node's Running / Pending pods (:meth:`pods_on`), memoised until a pod event on
+        the node."""
+        return self._node_memo("workloads_on", node, lambda: frozenset(
             p.workload.key for _, p in self.pods_on(node) if p.workload is not None))
 
     def requested_on(self, node: str) -> tuple[float, float]:
@@ -483,7 +503,7 @@ class ClusterState:
                 mem += p.requests.mem_bytes
             return cpu, mem
 
-        return self._memo("requested_on", node, build)  # until the next event
+        return self._node_memo("requested_on", node, build)  # until a pod event on the node
 
     def pdbs_for(self, namespace: str, pod: PodSnapshot) -> list[tuple[Key, PdbSnapshot]]:
         """The namespace's PDBs whose selector matches the pod, by key, with their current snapshots. Which
