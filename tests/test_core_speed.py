@@ -513,3 +513,78 @@ def test_per_node_memos_follow_pod_events_like_a_rebuild() -> None:
                 cpu += p.requests.cpu_cores
                 mem += p.requests.mem_bytes
             assert st.requested_on(n) == (cpu, mem), (step, n)
+
+
+# ---------------------------------------------------------------- NodeScaler's per-pod sums
+
+def plain_cost_mismatches(ns, state, elastic):  # type: ignore[no-untyped-def]
+    """NodeScaler._cost_mismatches as first written: every node's pods checked at every call."""
+    from streams.core.nodescale import DELETION_COST
+
+    out = []
+    fx_cost = None if ns.s.fixed_deletion_cost is None else str(ns.s.fixed_deletion_cost)
+    for node in sorted(state.pods_by_node):
+        snap = state.nodes.get(node)
+        if snap is None:
+            continue
+        want = ns.elastic_cost(node) if node in elastic else fx_cost
+        group = elastic.get(node) or snap.node_group or ""
+        keys = [key for key, pod in state.pods_on(node)
+                if pod.phase == "Running" and pod.workload is not None
+                and pod.workload.kind in ("ReplicaSet", "Deployment")
+                and key[0] not in ns.s.protected_namespaces and not ns.is_placeholder(key, pod)
+                and pod.annotations.get(DELETION_COST) != want]
+        if keys:
+            out.append((node, group, want, keys))
+    return out
+
+
+def test_nodescale_sums_and_cost_checks_follow_pod_events_like_the_plain_rule() -> None:
+    """Random pods on fixed and elastic nodes (placeholders, DaemonSet pods, protected namespaces, annotated
+    costs), moved, re-annotated, deleted, and elastic nodes joining: the demand sums caught up from the pod log,
+    the per-node cost checks and the per-node used CPU equal the plain computations (the same floats)."""
+    from streams.core.nodescale import DELETION_COST, NodeScaler, NodeScaleSettings
+
+    rng = random.Random(13)
+    nodes = ["f1", "f2", "e1", "e2", "e3"]
+
+    def node(n: str) -> m.ClusterEvent:
+        group = "elastic" if n.startswith("e") else "fixed"
+        return node_ev(n, cpu=8.0, node_group=group)
+
+    def pod(i: int) -> m.ClusterEvent:
+        ns = rng.choice(["shop", "shop", "kube-system", "overprovisioning"])
+        app = "placeholder" if ns == "overprovisioning" else rng.choice(["web", "api"])
+        cost = rng.choice([None, "-100", "-1000", "0"])
+        return pod_ev(ns, f"p{i}", rng.choice([None, *nodes]), app=app, cpu=rng.choice([0.1, 0.3, 0.7]),
+                      kind=rng.choice(["Deployment", "ReplicaSet", "DaemonSet", None]),
+                      priority=rng.choice([0, 0, -1]), phase=rng.choice(["Running", "Running", "Pending", "Failed"]),
+                      annotations={} if cost is None else {DELETION_COST: cost})
+
+    st = state_of(*[node(n) for n in nodes[:3]], *[pod(i) for i in range(30)])
+    ns = NodeScaler(NodeScaleSettings())
+    for step in range(120):
+        few = rng.random() < 0.3  # then the same pods change several times between two plans
+        for _ in range(rng.choice([0, 1, 4, 12])):
+            ev = pod(rng.randrange(6) if few else rng.randrange(40))
+            if rng.random() < 0.2 and (ev.namespace, ev.name) in st.pods:
+                ev = ev.model_copy(update={"type": "DELETED"})
+            st.apply_event(ev)
+        # the rows behind the demand sums are in the order of the state's pods
+        assert list(ns._demand_rows(st)) == [k for k, p in st.pods.items() if ns._demanding(k, p)], step
+        if step == 60:
+            st.apply_event(node("e2"))
+            st.apply_event(node("e3"))
+        elastic = {n: g for n in sorted(st.nodes) if (g := ns.group_of(st, n)) is not None}
+        for n in elastic:
+            ns.join_seq.setdefault(n, len(ns.join_seq))
+        assert ns._demand_fast(st, elastic) == ns._demand(st, elastic), step
+        assert ns._cost_mismatches(st, elastic) == plain_cost_mismatches(ns, st, elastic), step
+        for pod_cpu in (0.5, 1.0):
+            free = 0.0
+            for n, snap in st.nodes.items():
+                if n in elastic or not snap.ready or snap.unschedulable:
+                    continue
+                used = sum(p.requests.cpu_cores for k, p in st.pods_on(n) if not ns.is_placeholder(k, p))
+                free += math.floor(max(0.0, snap.allocatable.cpu_cores - used) / pod_cpu + 1e-9) * pod_cpu
+            assert ns._free_cores(st, pod_cpu, elastic) == free, step

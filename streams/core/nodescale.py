@@ -385,9 +385,48 @@ class NodeScaler:
                 per_group[elastic[pod.node]] += cpu
         return total, pending, per_group
 
+    def _demanding(self, key: Key, pod: PodSnapshot) -> bool:
+        """Does the pod count in :meth:`_demand` (Running / Pending, not a placeholder, not a DaemonSet pod)?"""
+        return (pod.phase in ("Running", "Pending") and not self.is_placeholder(key, pod)
+                and not (pod.workload is not None and pod.workload.kind == "DaemonSet"))
+
+    def _demand_rows(self, state: ClusterState) -> dict[Key, tuple[float, str | None]]:
+        """Pod key -> (CPU request, node) of the pods :meth:`_demand` counts, in :attr:`ClusterState.pods` order
+        (kept up to date from the pod events: ``ClusterState.incremental``)."""
+        def build() -> dict[Key, tuple[float, str | None]]:
+            return {k: (p.requests.cpu_cores, p.node) for k, p in state.pods.items() if self._demanding(k, p)}
+
+        def catch_up(old: dict[Key, tuple[float, str | None]], keys: list[Key]) -> dict[Key, tuple[float, str | None]]:
+            rows = dict(old)
+            # each event moves its pod to the end of state.pods (or out of it): re-add the changed pods still
+            # counted in the order of their last event
+            for k in list(dict.fromkeys(reversed(keys)))[::-1]:
+                rows.pop(k, None)
+                p = state.pods.get(k)
+                if p is not None and self._demanding(k, p):
+                    rows[k] = (p.requests.cpu_cores, p.node)
+            return rows
+
+        return state.incremental(("nodescale-demand", self._placeholder_refs), build, catch_up)
+
+    def _demand_fast(self, state: ClusterState, elastic: dict[str, str]) -> tuple[float, float, dict[str, float]]:
+        """:meth:`_demand` from :meth:`_demand_rows`: the same sums, in the same order."""
+        per_group = dict.fromkeys(self.s.elastic_groups, 0.0)
+        for g in elastic.values():
+            per_group.setdefault(g, 0.0)
+        total = 0.0
+        pending = 0.0
+        for cpu, node in self._demand_rows(state).values():
+            total += cpu
+            if not node:
+                pending += cpu
+            elif node in elastic:
+                per_group[elastic[node]] += cpu
+        return total, pending, per_group
+
     def _observe(self, state: ClusterState, ts: float, elastic: dict[str, str]) -> None:
         # the sums read only the state's objects (and ``elastic``, derived from its nodes): once per event
-        total, _pending, per_group = self._per_version.get(state, "demand", lambda: self._demand(state, elastic))
+        total, _pending, per_group = self._per_version.get(state, "demand", lambda: self._demand_fast(state, elastic))
         self.total_hist.add(ts, total)
         elastic_total = sum(per_group.values())
         for g, v in per_group.items():
@@ -425,18 +464,29 @@ class NodeScaler:
                 continue
             want = self.elastic_cost(node) if node in elastic else fx_cost
             group = elastic.get(node) or snap.node_group or ""
-            keys = []
-            for key, pod in state.pods_on(node):
-                if pod.phase != "Running" or pod.workload is None or pod.workload.kind not in ("ReplicaSet",
-                                                                                               "Deployment"):
-                    continue
-                if key[0] in self.s.protected_namespaces or self.is_placeholder(key, pod):
-                    continue
-                if pod.annotations.get(DELETION_COST) != want:
-                    keys.append(key)
+            # per node, until a pod event on it: the annotatable pods whose cost differs, per wanted cost
+            by_want = state._node_memo(("nodescale-cost", self._placeholder_refs, self.s.protected_namespaces),
+                                       node, dict)
+            keys = by_want.get(want)
+            if keys is None:
+                keys = by_want[want] = self._cost_differs(state, node, want)
             if keys:
                 out.append((node, group, want, keys))
         return out
+
+    def _cost_differs(self, state: ClusterState, node: str, want: str | None) -> list[Key]:
+        """The node's annotatable pods (Running, of a Deployment / ReplicaSet, not protected, not placeholders)
+        whose pod-deletion-cost is not ``want``, in ``pods_on`` order."""
+        keys = []
+        for key, pod in state.pods_on(node):
+            if pod.phase != "Running" or pod.workload is None or pod.workload.kind not in ("ReplicaSet",
+                                                                                           "Deployment"):
+                continue
+            if key[0] in self.s.protected_namespaces or self.is_placeholder(key, pod):
+                continue
+            if pod.annotations.get(DELETION_COST) != want:
+                keys.append(key)
+        return keys
 
     def _annotations(self, state: ClusterState, ts: float, elastic: dict[str, str]) -> list[NodescaleDecision]:
         out = []
@@ -497,7 +547,8 @@ class NodeScaler:
         for n, snap in state.nodes.items():
             if n in elastic or not snap.ready or snap.unschedulable:
                 continue
-            used = sum(p.requests.cpu_cores for k, p in state.pods_on(n) if not self.is_placeholder(k, p))
+            used = state._node_memo(("nodescale-used", self._placeholder_refs), n, lambda n=n: sum(
+                p.requests.cpu_cores for k, p in state.pods_on(n) if not self.is_placeholder(k, p)))
             room = max(0.0, snap.allocatable.cpu_cores - used)
             free += math.floor(room / pod_cpu + 1e-9) * pod_cpu
         return free

@@ -228,10 +228,10 @@ class ClusterState:
     # being rebuilt. Bounded: past POD_LOG_MAX entries the oldest half goes (an index that far behind rebuilds).
     _pod_log: list[Key] = field(default_factory=list, repr=False, compare=False)
     _pod_log_start: int = field(default=0, repr=False, compare=False)
-    _incr: dict[str, tuple[int, int, Any]] = field(default_factory=dict, repr=False, compare=False)
+    _incr: dict[Any, tuple[int, int, Any]] = field(default_factory=dict, repr=False, compare=False)
     # memo name -> node -> a value that reads only the pods on that node (``_node_memo``): a pod event drops the
     # entries of the node the pod was on and of the node it is on now, every other node's value is kept
-    _node_memos: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
+    _node_memos: dict[Any, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def cached(self, name: str, build: Callable[[], Any]) -> Any:
         """``build()``'s value, recomputed only when an event was applied since it was last built."""
@@ -240,7 +240,7 @@ class ClusterState:
             hit = self._cache[name] = (self.version, build())
         return hit[1]
 
-    def incremental(self, name: str, build: Callable[[], Any], catch_up: Callable[[Any, list[Key]], Any]) -> Any:
+    def incremental(self, name: Any, build: Callable[[], Any], catch_up: Callable[[Any, list[Key]], Any]) -> Any:
         """Like :meth:`cached`, for a value derived from the pods alone: after events it is brought up to date by
         ``catch_up(value, keys)`` from the keys of the pod events applied since (added, modified or deleted pods,
         in event order) instead of rebuilt. ``catch_up`` must return what ``build()`` would return now, without
@@ -472,9 +472,10 @@ class ClusterState:
         # a fresh list each call (callers may keep or change it); the sort is redone only after an event
         return list(self.cached("ready_nodes", lambda: sorted(n for n, s in self.nodes.items() if s.ready)))
 
-    def _node_memo(self, name: str, node: str, build: Callable[[], Any]) -> Any:
-        """``build()`` for ``node`` in the memo ``name``, for values that read only the pods on the node (their
-        keys and snapshots): kept until a pod event on that node (see ``_node_memos``). Never None."""
+    def _node_memo(self, name: Any, node: str, build: Callable[[], Any]) -> Any:
+        """``build()`` for ``node`` in the memo ``name`` (hashable; planners name theirs with their settings), for
+        values that read only the pods on the node (their keys and snapshots): kept until a pod event on that node
+        (see ``_node_memos``). Never None."""
         memo = self._node_memos.get(name)
         if memo is None:
             memo = self._node_memos[name] = {}
