@@ -31,7 +31,8 @@ functions the workers and the faust agents call, in the order they call them:
   the path above): the metrics messages are built straight from the Cluster (:meth:`OfflineKubetide.fast_metrics`:
   the same rows, quantities and custom columns as the rendered JSON read back, message for message);
   each message goes on without ``split_metrics``' per-app messages — the planner gets the same
-  ``PlannerInput`` (:func:`~streams.core.messages.node_summary`) and the profiler is fed a whole tick at
+  ``PlannerInput`` (:func:`~streams.core.messages.node_summary`, built by :func:`node_input` without validating
+  it again) and the profiler is fed a whole tick at
   a time through :class:`~streams.core.profile.NodeBatcher` (the same profile states); profiles are
   computed only with ``emit_profiles`` (nothing in the evaluation reads them). The watch side, the
   interference detector, the planner and the actuator run exactly as above.
@@ -72,11 +73,11 @@ from kubetide import topics
 from kubetide.codec import decode, encode
 from streams.core.messages import (
     AppSamples,
+    NodeSummary,
     PlannerInput,
     app_requests,
     forward_anomaly,
     forward_event,
-    node_summary,
     split_metrics,
 )
 from streams.core.planner import Decision, Planner, decision_topic
@@ -500,7 +501,7 @@ class OfflineKubetide:
             for cm in msgs:
                 if self.interference:
                     self._detect(cm)
-                out += self._plan(PlannerInput(ts=cm.ts, kind="node", node=node_summary(cm)))
+                out += self._plan(node_input(cm))
             if self.profile:
                 self._profile_tick(msgs)
             return out
@@ -644,6 +645,28 @@ def _construct(cls: type, values: dict[str, Any], fields_set: frozenset[str] | s
     _setattr(obj, "__pydantic_extra__", None)
     _setattr(obj, "__pydantic_private__", None)
     return obj
+
+
+_SUMMARY_FIELDS = frozenset(("ts", "node", "zone", "cpu_usage", "mem_usage", "cpu_allocatable", "mem_allocatable",
+                             "pod_namespace", "pod_name", "pod_cpu_cores", "pod_mem_bytes"))
+_INPUT_FIELDS = frozenset(("schema_", "ts", "kind", "node"))
+_INPUT_SCHEMA = m.SchemaRef(name=PlannerInput.SCHEMA_NAME, version=PlannerInput.SCHEMA_VERSION)
+
+
+def node_input(cm: m.ClusterMetrics) -> PlannerInput:
+    """``PlannerInput(ts=cm.ts, kind="node", node=node_summary(cm))`` without validating again what the metrics
+    message already holds (validated, or built by :meth:`OfflineKubetide.fast_metrics` with the validated
+    types): the same fields, values and fields set (``tests/test_offline_fast.py``)."""
+    p = cm.pods
+    summary = _construct(NodeSummary, {
+        "ts": float(cm.ts), "node": cm.node, "zone": cm.zone,
+        "cpu_usage": float(cm.node_usage.cpu_cores), "mem_usage": float(cm.node_usage.mem_bytes),
+        "cpu_allocatable": float(cm.node_allocatable.cpu_cores),
+        "mem_allocatable": float(cm.node_allocatable.mem_bytes),
+        "pod_namespace": list(p.namespace), "pod_name": list(p.name), "pod_cpu_cores": list(p.cpu_cores),
+        "pod_mem_bytes": list(p.mem_bytes)}, _SUMMARY_FIELDS)
+    return _construct(PlannerInput, {"schema_": _INPUT_SCHEMA, "ts": float(cm.ts), "kind": "node", "node": summary},
+                      _INPUT_FIELDS)
 
 
 def _nanocores(x: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """`kubetide evaluate --offline` without the codec: the shortcuts give what the faithful path gives.
 
 - the metrics built straight from the Cluster equal, message for message and byte for byte, the ones
-  rendered to metrics.k8s.io JSON and read back with the collector's functions;
+  rendered to metrics.k8s.io JSON and read back with the collector's functions, and the planner's input
+  built from them without validation equals the validated one;
 - codec on and off make the same decisions, scores and anomalies;
 - the profiler fed a tick at a time holds the same profiles as with one message per node and app;
 - the interference detector's shortcut for "the same pods, some absent ones still kept" leaves its state
@@ -21,8 +22,9 @@ from kubesim.scenario import load_scenario
 from kubetide import evaluate as ev
 from kubetide import models as m
 from kubetide.codec import encode
-from kubetide.offline import OfflineKubetide
+from kubetide.offline import OfflineKubetide, node_input
 from streams.core import interference as itf
+from streams.core.messages import PlannerInput, node_summary
 from streams.core.profile import profile_message
 from streams.core.state import EvictorSettings
 from tests.test_core_interference import synth_node
@@ -50,6 +52,13 @@ def test_fast_metrics_equal_the_rendered_ones(scenario: str, ticks: int) -> None
             assert a == b, a.node
             assert encode(a) == encode(b), a.node
             assert m.ClusterMetrics.model_validate(b.model_dump(by_alias=True)) == b  # a valid message
+            # the planner's input built without validating it again is the validated one (values, types, fields set)
+            want, got = PlannerInput(ts=b.ts, kind="node", node=node_summary(b)), node_input(b)
+            assert got == want and got.node == want.node and encode(got) == encode(want), a.node
+            assert got.model_fields_set == want.model_fields_set, a.node
+            assert got.node.model_fields_set == want.node.model_fields_set, a.node
+            assert [type(v) for v in got.node.__dict__.values()] == [type(v) for v in want.node.__dict__.values()]
+            assert all(type(x) is float for x in got.node.pod_cpu_cores + got.node.pod_mem_bytes), a.node
         seen["messages"] += len(fast)
         seen["dirty" if cluster._struct_dirty else "clean"] += 1
         seen["cpi"] += sum(1 for x in fast if x.pods.cpi is not None)
