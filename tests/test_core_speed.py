@@ -588,3 +588,44 @@ def test_nodescale_sums_and_cost_checks_follow_pod_events_like_the_plain_rule() 
                 used = sum(p.requests.cpu_cores for k, p in st.pods_on(n) if not ns.is_placeholder(k, p))
                 free += math.floor(max(0.0, snap.allocatable.cpu_cores - used) / pod_cpu + 1e-9) * pod_cpu
             assert ns._free_cores(st, pod_cpu, elastic) == free, step
+
+
+# ---------------------------------------------------------------- autoscaler
+
+def test_autoscaler_measure_matches_the_plain_walk() -> None:
+    """Workloads over nodes in several zones (ready or not, some pods on a node not known from the events), samples
+    with pods missing, ticks with a node's summary missing: the per-tick measure from the prepared parts equals
+    the walk over every pod (totals, per-pod arrays, zone usage and pods by zone, in the same order)."""
+    from streams.core.autoscaler import Autoscaler, _zones
+
+    rng = random.Random(21)
+    nodes = {"n0": "a", "n1": "b", "n2": "c", "n3": "a"}
+    fast_path = 0
+    for case in range(30):
+        evs = [node_ev(n, zone=z, labels={ZONE_LABEL: z}) for n, z in nodes.items()]
+        evs.append(m.ClusterEvent(ts=T0, type="ADDED", kind="Deployment", namespace="shop", name="web",
+                                  deployment=m.DeploymentSnapshot(replicas=rng.randint(1, 9))))
+        for i in range(rng.randint(0, 12)):
+            evs.append(pod_ev("shop", f"web-{i}", rng.choice([*nodes, "ghost", None]), app="web",
+                              ready=rng.random() > 0.3, phase=rng.choice(["Running", "Running", "Pending"]),
+                              created_at=T0 - rng.randint(0, 999)))
+        st = state_of(*evs)
+        for t in range(3):
+            sums = {}
+            for n in [*nodes, "ghost"]:
+                if rng.random() < 0.15:
+                    continue  # the node's summary is missing this tick
+                pods = {k: rng.uniform(0, 2) for k, p in st.pods.items() if p.node == n and rng.random() > 0.2}
+                sums[n] = summary(T0 + 10 * t, n, 1.0, pods=pods)
+            st.apply_tick(T0 + 10 * t, sums)
+            prep = Autoscaler._prepare(st, "shop", "web", None, _zones(st))
+            assert prep is not None
+            fast_path += prep.by_zone is not None
+            got, want = Autoscaler._measure(st, prep), Autoscaler._measure_plain(st, prep)
+            assert got.pod_cpu.tobytes() == want.pod_cpu.tobytes()
+            assert got.pod_ready.tobytes() == want.pod_ready.tobytes()
+            assert (got.replicas, got.request_cores, got.max_skew) == (want.replicas, want.request_cores, want.max_skew)
+            assert (math.isnan(got.total_cores) and math.isnan(want.total_cores)) or got.total_cores == want.total_cores
+            assert list(got.zone_usage.items()) == list(want.zone_usage.items()), case
+            assert list(got.pods_by_zone.items()) == list(want.pods_by_zone.items()), case
+    assert 0 < fast_path < 90  # both paths were taken
