@@ -629,3 +629,19 @@ def test_autoscaler_measure_matches_the_plain_walk() -> None:
             assert list(got.zone_usage.items()) == list(want.zone_usage.items()), case
             assert list(got.pods_by_zone.items()) == list(want.pods_by_zone.items()), case
     assert 0 < fast_path < 90  # both paths were taken
+
+
+def test_hpa_usage_in_millicores_without_nan_to_num() -> None:
+    """replicas_for_utilization masks the missing samples itself: replacing them by 0 before _milli gives the very
+    millicores nan_to_num did (also for ±inf and huge values, which the scaling by 1000 takes to ±inf alike)."""
+    from streams.core.hpa import _milli
+
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        usage = rng.choice([0.0, 1e-9, 0.0005, 0.0015, 1.2345, 3.9999995, 1e300, np.inf, -np.inf, np.nan],
+                           size=int(rng.integers(1, 12))) * rng.choice([1.0, rng.uniform(0, 3)])
+        missing = np.isnan(usage)
+        with np.errstate(invalid="ignore", over="ignore"):
+            want = np.where(missing, 0, _milli(np.nan_to_num(usage)))
+            got = np.where(missing, 0, _milli(np.where(missing, 0.0, usage)))
+        assert got.tobytes() == want.tobytes()

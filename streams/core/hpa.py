@@ -173,7 +173,8 @@ def replicas_for_utilization(current_replicas: int, usage_cores: Sequence[float]
     if ready_count == 0:
         return None  # no metrics for any pod: Kubernetes reports an error
     req_m = _milli(req)
-    use_m = np.where(missing, 0, _milli(np.nan_to_num(usage)))
+    # (np.nan_to_num would give the same: NaN is masked anyway, and ±inf stays ±inf after the scaling in _milli)
+    use_m = np.where(missing, 0, _milli(np.where(missing, 0.0, usage)))
 
     def ratio(mask: np.ndarray, extra: np.ndarray | None = None) -> float:
         total = int(use_m[mask].sum()) + (int(extra.sum()) if extra is not None else 0)
