@@ -645,3 +645,57 @@ def test_hpa_usage_in_millicores_without_nan_to_num() -> None:
             want = np.where(missing, 0, _milli(np.nan_to_num(usage)))
             got = np.where(missing, 0, _milli(np.where(missing, 0.0, usage)))
         assert got.tobytes() == want.tobytes()
+
+
+def test_interference_strategy_ranks_suspects_once_per_anomaly_like_the_plain_sort() -> None:
+    """The Interference strategy's suspects, ranked once per anomaly and kept until the next event, are what
+    sorting them at every tick gives: same decisions over ticks where anomalies come, go, and pods move."""
+    from streams.core.strategies import interference as si
+
+    def plain_plan(state: ClusterState, s: si.InterferenceSettings) -> list[m.DescheduleDecision]:
+        memo_free = ClusterState.cached
+
+        def no_memo(self: ClusterState, name: str, build):  # type: ignore[no-untyped-def]
+            return build() if name.startswith("interference-ranked/") else memo_free(self, name, build)
+
+        ClusterState.cached = no_memo  # type: ignore[method-assign]
+        try:
+            return si.plan(state, s)
+        finally:
+            ClusterState.cached = memo_free  # type: ignore[method-assign]
+
+    rng = random.Random(17)
+    nodes = ["n0", "n1", "n2"]
+    made = 0
+    for case in range(8):
+        evs = [node_ev(n) for n in nodes]
+        evs += [pod_ev("shop", f"p{i}", rng.choice(nodes), app=f"a{i % 5}", priority=rng.choice([0, 10]))
+                for i in range(15)]
+        st_fast, st_plain = state_of(*evs), state_of(*evs)
+        s = si.InterferenceSettings(min_score=rng.choice([0.0, 0.4]), max_evictions_per_tick=rng.choice([1, 3]))
+        for t in range(20):
+            ts = T0 + 10 * t
+            for st in (st_fast, st_plain):
+                st.apply_tick(ts, {n: summary(ts, n, 2.0, pods={k: 0.3 for k in st.pods_by_node.get(n, ())})
+                                   for n in nodes})
+            if rng.random() < 0.5:
+                v, *ants = rng.sample(sorted(st_fast.pods), 4)
+                node = st_fast.pods[v].node
+                a = m.Anomaly(id=f"a{case}-{t}", ts=ts, node=node, state="open", metric="cpi", severity=0.5,
+                              victim=m.PodRef(namespace=v[0], name=v[1], node=node),
+                              antagonists=[m.Suspect(namespace=k[0], name=k[1], score=round(rng.uniform(0, 1), 2))
+                                           for k in ants],
+                              window_start=ts - 60, window_end=ts)
+                for st in (st_fast, st_plain):
+                    st.apply_anomaly(a)
+            if rng.random() < 0.3:
+                ev = pod_ev("shop", f"p{rng.randrange(15)}", rng.choice(nodes), app="a0")
+                for st in (st_fast, st_plain):
+                    st.apply_event(ev)
+            got, want = si.plan(st_fast, s), plain_plan(st_plain, s)
+            assert [d.model_dump() for d in got] == [d.model_dump() for d in want], (case, t)
+            made += len(got)
+            for st, ds in ((st_fast, got), (st_plain, want)):
+                for d in ds:
+                    st.record(d)
+    assert made > 5  # the anomalies did lead to moves

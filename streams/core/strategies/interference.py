@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kubetide.models import DescheduleDecision
+from kubetide.models import Anomaly, DescheduleDecision, Suspect
 from streams.core.state import Choice, ClusterState
 
 NAME = "Interference"
@@ -63,6 +63,19 @@ def plan(state: ClusterState, s: InterferenceSettings) -> list[DescheduleDecisio
     # anomalies are kept for the guard's keep_apart_s (a day) but act only within max_anomaly_age_s: sort
     # only those (the same order among them as sorting all, and the others were skipped anyway)
     recent = [a for a in state.anomalies.values() if now - a.ts <= s.max_anomaly_age_s]
+    # an anomaly's suspects by score (those scoring at least min_score): the same at every tick it is
+    # considered, so ranked once per anomaly until the next event (the memo goes with the state's version)
+    memo: dict[str, tuple[Anomaly, list[tuple[Suspect, tuple[str, str]]]]] = state.cached(
+        f"interference-ranked/{s.min_score}", dict)
+
+    def ranked(a: Anomaly) -> list[tuple[Suspect, tuple[str, str]]]:
+        hit = memo.get(a.id)
+        if hit is None or hit[0] is not a:
+            hit = memo[a.id] = (a, [(x, (x.namespace, x.name))
+                                    for x in sorted(a.antagonists, key=lambda x: (-x.score, x.name))
+                                    if x.score >= s.min_score])
+        return hit[1]
+
     for a in sorted(recent, key=lambda x: (x.ts, x.id)):
         if len(decisions) >= s.max_evictions_per_tick:
             break
@@ -72,9 +85,7 @@ def plan(state: ClusterState, s: InterferenceSettings) -> list[DescheduleDecisio
         victim = state.pods.get(victim_key)
         if victim is None or victim.node != a.node:
             continue  # the victim has gone: nothing to repair
-        on_node = [(x, (x.namespace, x.name)) for x in sorted(a.antagonists, key=lambda x: (-x.score, x.name))
-                   if x.score >= s.min_score]
-        on_node = [(x, k) for x, k in on_node if k in state.pods and state.pods[k].node == a.node]
+        on_node = [(x, k) for x, k in ranked(a) if k in state.pods and state.pods[k].node == a.node]
         if not on_node:
             continue
         suspect, ant_key = on_node[0]
