@@ -196,7 +196,8 @@ class Observed:
 @dataclass
 class _Prepared:
     """One workload's part of :class:`Observed` that reads only the state's objects (see ``Autoscaler._prepare``).
-    ``rows``: per Running pod on a node, (key, node, ready, created_at or 0, zone, zone known from the events)."""
+    ``rows``: per Running pod on a node, (key, node, ready, created_at or 0, zone, zone known from the events,
+    pod-deletion-cost)."""
 
     replicas: int
     request_cores: float
@@ -205,16 +206,16 @@ class _Prepared:
     max_skew: int
     # when every row's node is known from the events (its zone is fixed until the next event): the parts of
     # Observed that do not depend on the tick's samples, built once (see Autoscaler._measure)
-    by_zone: dict[str, list[tuple[int, float, str]]] | None = None
+    by_zone: dict[str, list[tuple[int, float, str, int]]] | None = None
     ready: np.ndarray | None = None
     nodes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if all(known for *_, known in self.rows):
-            by_zone: dict[str, list[tuple[int, float, str]]] = {z: [] for z in self.zones}
-            for key, _node, rdy, created, zone, _known in self.rows:
+        if all(r[5] for r in self.rows):
+            by_zone: dict[str, list[tuple[int, float, str, int]]] = {z: [] for z in self.zones}
+            for key, _node, rdy, created, zone, _known, cost in self.rows:
                 if zone is not None:
-                    by_zone.setdefault(zone, []).append((1 if rdy else 0, created, key[1]))
+                    by_zone.setdefault(zone, []).append((1 if rdy else 0, created, key[1], cost))
             self.by_zone = by_zone
             self.ready = np.array([r[2] for r in self.rows], dtype=bool)
             self.nodes = tuple(dict.fromkeys(r[1] for r in self.rows))
@@ -334,7 +335,7 @@ class Autoscaler:
             usage[n] = smp.pods if smp is not None else None
         cpu: list[float] = []
         zone_usage: dict[str, float] = {}
-        for key, node, _rdy, _created, zone, _known in prep.rows:
+        for key, node, _rdy, _created, zone, _known, _cost in prep.rows:
             pods = usage[node]
             use = pods.get(key) if pods is not None else None
             c = float(use[0]) if use is not None else math.nan
