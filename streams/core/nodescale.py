@@ -366,23 +366,26 @@ class NodeScaler:
         return out
 
     def _demand(self, state: ClusterState, elastic: dict[str, str]) -> tuple[float, float, dict[str, float]]:
-        """(total, pending, per elastic group) CPU requests of the non-placeholder, non-DaemonSet pods."""
+        """(total, pending, per elastic group) CPU requests of the non-placeholder, non-DaemonSet pods, from every
+        pod (the plain rule that :meth:`_demand_fast` keeps up to date from the events)."""
+        return self._sums(self._fresh_rows(state), elastic)
+
+    def _fresh_rows(self, state: ClusterState) -> dict[Key, tuple[float, str | None]]:
+        return {k: (p.requests.cpu_cores, p.node) for k, p in state.pods.items() if self._demanding(k, p)}
+
+    def _sums(self, rows: dict[Key, tuple[float, str | None]],
+              elastic: dict[str, str]) -> tuple[float, float, dict[str, float]]:
         per_group = dict.fromkeys(self.s.elastic_groups, 0.0)
         for g in elastic.values():
             per_group.setdefault(g, 0.0)
         total = 0.0
         pending = 0.0
-        for key, pod in state.pods.items():
-            if pod.phase not in ("Running", "Pending") or self.is_placeholder(key, pod):
-                continue
-            cpu = pod.requests.cpu_cores
-            if pod.workload is not None and pod.workload.kind == "DaemonSet":
-                continue
+        for cpu, node in rows.values():
             total += cpu
-            if not pod.node:
+            if not node:
                 pending += cpu
-            elif pod.node in elastic:
-                per_group[elastic[pod.node]] += cpu
+            elif node in elastic:
+                per_group[elastic[node]] += cpu
         return total, pending, per_group
 
     def _demanding(self, key: Key, pod: PodSnapshot) -> bool:
@@ -393,9 +396,6 @@ class NodeScaler:
     def _demand_rows(self, state: ClusterState) -> dict[Key, tuple[float, str | None]]:
         """Pod key -> (CPU request, node) of the pods :meth:`_demand` counts, in :attr:`ClusterState.pods` order
         (kept up to date from the pod events: ``ClusterState.incremental``)."""
-        def build() -> dict[Key, tuple[float, str | None]]:
-            return {k: (p.requests.cpu_cores, p.node) for k, p in state.pods.items() if self._demanding(k, p)}
-
         def catch_up(old: dict[Key, tuple[float, str | None]], keys: list[Key]) -> dict[Key, tuple[float, str | None]]:
             rows = dict(old)
             # each event moves its pod to the end of state.pods (or out of it): re-add the changed pods still
@@ -407,22 +407,12 @@ class NodeScaler:
                     rows[k] = (p.requests.cpu_cores, p.node)
             return rows
 
-        return state.incremental(("nodescale-demand", self._placeholder_refs), build, catch_up)
+        return state.incremental(("nodescale-demand", self._placeholder_refs), lambda: self._fresh_rows(state),
+                                 catch_up)
 
     def _demand_fast(self, state: ClusterState, elastic: dict[str, str]) -> tuple[float, float, dict[str, float]]:
         """:meth:`_demand` from :meth:`_demand_rows`: the same sums, in the same order."""
-        per_group = dict.fromkeys(self.s.elastic_groups, 0.0)
-        for g in elastic.values():
-            per_group.setdefault(g, 0.0)
-        total = 0.0
-        pending = 0.0
-        for cpu, node in self._demand_rows(state).values():
-            total += cpu
-            if not node:
-                pending += cpu
-            elif node in elastic:
-                per_group[elastic[node]] += cpu
-        return total, pending, per_group
+        return self._sums(self._demand_rows(state), elastic)
 
     def _observe(self, state: ClusterState, ts: float, elastic: dict[str, str]) -> None:
         # the sums read only the state's objects (and ``elastic``, derived from its nodes): once per event
