@@ -99,14 +99,18 @@ def plan(state: ClusterState, s: InterferenceSettings) -> list[DescheduleDecisio
         smp = state.sample(a.node)
         assert smp is not None
         usage = smp.pods.get(key, (pod.requests.cpu_cores, pod.requests.mem_bytes))
-        fits = choice.targets(key, pod, a.node, usage)
-        if not fits:
-            continue
-        best = fits[0]
         # the eviction frees a slot; the scheduler (by requests) re-places the pod. Where that is not one
         # of the targets — typically the source node, which just got the pod's requests back — the move
         # would only restart the pod beside the same (or another kept-apart) neighbour
         landing = choice.landing(key, pod, a.node)
+        if s.require_landing and (landing is None or not choice.targets(key, pod, a.node, usage, nodes=[landing])):
+            # the same answer as looking for the landing among all the targets (each node is judged alone), at
+            # the cost of one node: a blocked anomaly is asked again every tick for max_anomaly_age_s
+            continue
+        fits = choice.targets(key, pod, a.node, usage)
+        if not fits:
+            continue
+        best = fits[0]
         at = [t for t in fits if t.node == landing]
         if at:
             best = at[0]
