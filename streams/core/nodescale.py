@@ -365,8 +365,8 @@ class NodeScaler:
             out += self._drains(state, ts, elastic)
         return out
 
-    def _demand(self, state: ClusterState, elastic: dict[str, str]) -> tuple[float, float, dict[str, float]]:
-        """(total, pending, per elastic group) CPU requests of the non-placeholder, non-DaemonSet pods, from every
+    def _demand(self, state: ClusterState, elastic: dict[str, str]) -> tuple[float, dict[str, float]]:
+        """(total, per elastic group) CPU requests of the non-placeholder, non-DaemonSet pods, from every
         pod (the plain rule that :meth:`_demand_fast` keeps up to date from the events)."""
         return self._sums(self._fresh_rows(state), elastic)
 
@@ -374,19 +374,16 @@ class NodeScaler:
         return {k: (p.requests.cpu_cores, p.node) for k, p in state.pods.items() if self._demanding(k, p)}
 
     def _sums(self, rows: dict[Key, tuple[float, str | None]],
-              elastic: dict[str, str]) -> tuple[float, float, dict[str, float]]:
+              elastic: dict[str, str]) -> tuple[float, dict[str, float]]:
         per_group = dict.fromkeys(self.s.elastic_groups, 0.0)
         for g in elastic.values():
             per_group.setdefault(g, 0.0)
         total = 0.0
-        pending = 0.0
         for cpu, node in rows.values():
             total += cpu
-            if not node:
-                pending += cpu
-            elif node in elastic:
+            if node and node in elastic:
                 per_group[elastic[node]] += cpu
-        return total, pending, per_group
+        return total, per_group
 
     def _demanding(self, key: Key, pod: PodSnapshot) -> bool:
         """Does the pod count in :meth:`_demand` (Running / Pending, not a placeholder, not a DaemonSet pod)?"""
@@ -410,13 +407,13 @@ class NodeScaler:
         return state.incremental(("nodescale-demand", self._placeholder_refs), lambda: self._fresh_rows(state),
                                  catch_up)
 
-    def _demand_fast(self, state: ClusterState, elastic: dict[str, str]) -> tuple[float, float, dict[str, float]]:
+    def _demand_fast(self, state: ClusterState, elastic: dict[str, str]) -> tuple[float, dict[str, float]]:
         """:meth:`_demand` from :meth:`_demand_rows`: the same sums, in the same order."""
         return self._sums(self._demand_rows(state), elastic)
 
     def _observe(self, state: ClusterState, ts: float, elastic: dict[str, str]) -> None:
         # the sums read only the state's objects (and ``elastic``, derived from its nodes): once per event
-        total, _pending, per_group = self._per_version.get(state, "demand", lambda: self._demand_fast(state, elastic))
+        total, per_group = self._per_version.get(state, "demand", lambda: self._demand_fast(state, elastic))
         self.total_hist.add(ts, total)
         elastic_total = sum(per_group.values())
         for g, v in per_group.items():

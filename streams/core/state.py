@@ -733,9 +733,14 @@ def tolerates(tolerations: list[Toleration], taint: Taint) -> bool:
     return False
 
 
+def untolerated_prefer_no_schedule(pod: PodSnapshot, node: NodeSnapshot) -> int:
+    """How many of ``node``'s PreferNoSchedule taints ``pod`` does not tolerate."""
+    return sum(1 for t in node.taints if t.effect == "PreferNoSchedule" and not tolerates(pod.tolerations, t))
+
+
 def prefer_no_schedule_ok(pod: PodSnapshot, node: NodeSnapshot | None) -> bool:
     """False when ``node`` has a PreferNoSchedule taint that ``pod`` does not tolerate."""
-    return node is None or all(t.effect != "PreferNoSchedule" or tolerates(pod.tolerations, t) for t in node.taints)
+    return node is None or untolerated_prefer_no_schedule(pod, node) == 0
 
 
 def node_fit(pod: PodSnapshot, node_name: str, state: ClusterState,
@@ -935,8 +940,7 @@ def predicted_landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node
         node = state.nodes[cand[i]]
         if any(t.effect in ("NoSchedule", "NoExecute") and not tolerates(pod.tolerations, t) for t in node.taints):
             keep[i] = False
-        prefer_all[i] = sum(1 for t in node.taints
-                            if t.effect == "PreferNoSchedule" and not tolerates(pod.tolerations, t))
+        prefer_all[i] = untolerated_prefer_no_schedule(pod, node)
     if pod.node_selector:
         for i, n in enumerate(cand):
             labels = state.nodes[n].labels
