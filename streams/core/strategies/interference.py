@@ -111,11 +111,10 @@ def plan(state: ClusterState, s: InterferenceSettings) -> list[DescheduleDecisio
         if not fits:
             continue
         best = fits[0]
+        # under require_landing the landing node passed the targets check above, so it is in ``fits``
         at = [t for t in fits if t.node == landing]
         if at:
             best = at[0]
-        elif s.require_landing:
-            continue
         assert pod.workload is not None
         evidence = choice.evidence(key, pod, a.node)
         evidence.update({
