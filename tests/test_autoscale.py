@@ -168,7 +168,9 @@ def test_trusted_forecast_shortens_scale_down_stabilisation():
 
 
 def _pred(values, current, **kw):
-    """The predictive trigger on a given forecast (60 s buckets, 5-bucket window, request 1 core at 35 %)."""
+    """The predictive trigger on a given forecast (60 s buckets, 5-bucket window, request 1 core at 35 %; short
+    peaks at the target like any other unless ``short_peak_utilization`` is given)."""
+    kw.setdefault("short_peak_utilization", None)
     pol = AutoscalePolicy(max_replicas=100, target_cpu_utilization=35, tolerance=0.1,
                           predictive=PredictiveTrigger(prediction_window_s=300, margin=0.0, **kw))
     fit = PredictiveFit("ok", values=np.asarray(values, dtype=float), interval_s=IV)
@@ -225,3 +227,92 @@ def test_policy_from_yaml_and_errors():
         build(AutoscalePolicy, {"target_cpu_utilization": 0}, "x")
     with pytest.raises(ConfigError, match=r"x\.predictive\.margin"):
         build(AutoscalePolicy, {"predictive": {"margin": -1}}, "x")
+
+
+# ---- short forecast peaks: provisioned at short_peak_utilization, not at the target ----------------------------
+
+def _short_policy(**kw):
+    return AutoscalePolicy(max_replicas=100, target_cpu_utilization=70, tolerance=0.1,
+                           predictive=PredictiveTrigger(prediction_window_s=1800, margin=0.0, short_peak_s=600,
+                                                        short_peak_utilization=100, **kw))
+
+
+def test_provision_cores_short_spike_counts_at_the_short_peak_utilisation():
+    from streams.core.autoscale import provision_cores
+    base, spike = 7.0, 7.0 * 1.8
+    vals = np.array([base] * 10 + [spike] * 3 + [base] * 20)  # a 3-minute spike 10 minutes ahead
+    plain = provision_cores(vals, IV, 1800, margin=0.0)
+    assert plain == spike
+    got = provision_cores(vals, IV, 1800, margin=0.0, short_peak_s=600, factor=0.7)
+    assert got == pytest.approx(max(base, spike * 0.7))  # 8.82: the spike at 100 %, not at the 70 % target
+    # the same rise held for 10 minutes or more is a level, provisioned at the target
+    held = np.array([base] * 10 + [spike] * 10 + [base] * 20)
+    assert provision_cores(held, IV, 1800, margin=0.0, short_peak_s=600, factor=0.7) == spike
+    # a rise within the tolerance of the level held (the rounded top of a tide) stays the plain maximum
+    top = np.array([base] * 10 + [base * 1.05] * 3 + [base] * 20)
+    assert provision_cores(top, IV, 1800, margin=0.0, short_peak_s=600, factor=0.7) == base * 1.05
+    # a spike at the very end of the forecast may last: the truncated window counts it as held
+    end = np.array([base] * 28 + [spike] * 2)
+    assert provision_cores(end, IV, 1800, margin=0.0, short_peak_s=600, factor=0.7) == spike
+    # the margin applies to both the level and the peak
+    got_m = provision_cores(vals, IV, 1800, margin=0.1, short_peak_s=600, factor=0.7)
+    assert got_m == pytest.approx(1.1 * max(base, spike * 0.7))
+
+
+def test_predictive_does_not_start_pods_for_a_short_spike_the_pods_can_serve():
+    # 10 pods of 1 core at 70 % serve 7 cores; a 3-minute spike to 9.1 cores (1.3x) is 91 % of the request
+    vals = np.array([7.0] * 10 + [9.1] * 3 + [7.0] * 20)
+    fit = PredictiveFit("ok", values=vals, interval_s=IV, error=0.05)
+    assert predictive(_short_policy(), _obs(current_replicas=10, prediction=fit)).replicas == 10
+    old = AutoscalePolicy(max_replicas=100, target_cpu_utilization=70, tolerance=0.1,
+                          predictive=PredictiveTrigger(prediction_window_s=1800, margin=0.0,
+                                                       short_peak_utilization=None))
+    assert predictive(old, _obs(current_replicas=10, prediction=fit)).replicas == 13  # ceil(9.1 / 0.7)
+    # a spike beyond what the pods serve at their request still gets pods, sized at 100 %
+    big = np.array([7.0] * 10 + [14.0] * 3 + [7.0] * 20)
+    fit_b = PredictiveFit("ok", values=big, interval_s=IV, error=0.05)
+    assert predictive(_short_policy(), _obs(current_replicas=10, prediction=fit_b)).replicas == 14  # 14 / 1.0
+
+
+def test_reactive_waits_out_a_forecast_short_peak_but_not_a_surprise():
+    pods = np.full(10, 0.91)  # the spike is under way: 9.1 cores on 10 pods of 1 core, 91 % > 70 % × 1.1
+    during = np.array([9.1] * 2 + [7.0] * 20)  # the forecast: 2 more minutes of spike, then the level
+    fit = PredictiveFit("ok", values=during, interval_s=IV, error=0.05, recent=np.array([7.0] * 5 + [9.1]))
+    _st, d, ev = step(HpaState(), _short_policy(), _obs(current_replicas=10, prediction=fit, pod_cpu_cores=pods))
+    assert ev["short_peak"] is True and ev["replicas.reactive"] == 10 and d is None
+    # at the spike's last minute the forecast ahead is already back at the level: the passed values say it was
+    # expected
+    tail = PredictiveFit("ok", values=np.array([7.0] * 20), interval_s=IV, error=0.05,
+                         recent=np.array([7.0] * 5 + [9.1] * 3))
+    _st, d, ev = step(HpaState(), _short_policy(), _obs(current_replicas=10, prediction=tail, pod_cpu_cores=pods))
+    assert ev["short_peak"] is True and d is None
+    # a load the forecast did not expect: the reactive trigger scales at the target, as Kubernetes' HPA
+    flat = PredictiveFit("ok", values=np.array([7.0] * 20), interval_s=IV, error=0.05, recent=np.array([7.0] * 8))
+    _st, d, ev = step(HpaState(), _short_policy(), _obs(current_replicas=10, prediction=flat, pod_cpu_cores=pods))
+    assert "short_peak" not in ev and d is not None and d.desired_replicas == 13 and d.trigger == "reactive"
+    # a rise the forecast expects to last is no short peak either
+    lasting = PredictiveFit("ok", values=np.array([9.1] * 20), interval_s=IV, error=0.05,
+                            recent=np.array([7.0] * 5 + [9.1]))
+    _st, d, ev = step(HpaState(), _short_policy(), _obs(current_replicas=10, prediction=lasting, pod_cpu_cores=pods))
+    assert "short_peak" not in ev and d is not None and d.desired_replicas == 13
+    # an untrusted forecast never relaxes the reactive trigger
+    bad = PredictiveFit("fallback: forecast error 40.0% above 25%", interval_s=IV, error=0.4)
+    _st, d, ev = step(HpaState(), _short_policy(), _obs(current_replicas=10, prediction=bad, pod_cpu_cores=pods))
+    assert d is not None and d.desired_replicas == 13
+
+
+def test_short_peak_settings_are_validated():
+    with pytest.raises(ValueError, match="short_peak_utilization"):
+        PredictiveTrigger(short_peak_utilization=0).validate()
+    with pytest.raises(ValueError, match="short_peak_s"):
+        PredictiveTrigger(short_peak_s=-1).validate()
+    assert PredictiveTrigger(short_peak_utilization=None).short_peak_factor(70) is None
+    assert PredictiveTrigger(short_peak_utilization=60).short_peak_factor(70) is None  # not above the target
+    assert PredictiveTrigger().short_peak_factor(70) == pytest.approx(0.7)
+
+
+def test_shifted_fit_keeps_the_passed_values_as_recent():
+    fit = PredictiveFit("ok", values=np.arange(5.0), interval_s=IV)
+    s = fit.shifted(2).shifted(1)
+    assert list(s.values) == [3.0, 4.0] and list(s.recent) == [0.0, 1.0, 2.0]
+    assert fit.shifted(0) is fit

@@ -328,7 +328,8 @@ def test_predictive_tolerance_and_shifted_fit():
     obs = asc.WorkloadObservation(workload=m.WorkloadRef(namespace="a", kind="Deployment", name="b"), now=T0,
                                   current_replicas=2, cpu_request_cores=1.0, prediction=fit)
     pol_w = asc.AutoscalePolicy(**{**pol.__dict__, "predictive": asc.PredictiveTrigger(prediction_window_s=120,
-                                                                                         margin=0.0)})
+                                                                                         margin=0.0,
+                                                                                         short_peak_utilization=None)})
     assert asc.predictive(pol_w, obs).replicas == 2  # max(1, 1) / 0.5 = 2: within tolerance, kept
     assert asc.predictive(pol_w, replace_obs(obs, fit.shifted(1))).replicas == 10  # window now holds 5 cores
     # within ±10 % of what the current replicas serve: keep the current count (no ±1 jitter)

@@ -29,7 +29,10 @@ Triggers, each proposing a replica count (``None`` = no opinion or no data):
   passed in ``WorkloadObservation.prediction`` (the tick planner refits every few minutes). A ramp of the
   forecast is taken in one change (``scale_up_lookahead_s`` / ``scale_down_lookahead_s``, :func:`_coalesce`),
   and while the forecast is trusted the scale-down stabilisation window is at most
-  ``scale_down_stabilization_s`` (:func:`scale_down_window`);
+  ``scale_down_stabilization_s`` (:func:`scale_down_window`). A forecast rise shorter than ``short_peak_s``
+  is provisioned at ``short_peak_utilization`` % of the request instead of the target
+  (:func:`provision_cores`), and while the load is such a peak the forecast expected
+  (:func:`short_peak_now`) the reactive trigger sizes at that utilisation too;
 - **metric** — ``ceil(value / target_per_replica)`` (external metric ``averageValue``, with the
   HPA tolerance) from the latest ``app.metrics`` value; a value older than ``max_age_s`` is missing
   (never read as 0);
@@ -82,6 +85,12 @@ class PredictiveTrigger:
     # what that later window needs again
     scale_up_lookahead_s: float = 120.0
     scale_down_lookahead_s: float = 120.0
+    # a forecast rise that lasts less than short_peak_s (an hourly spike of a few minutes) is provisioned at
+    # short_peak_utilization % of the request instead of the target: the target's headroom is for load nobody
+    # forecast, and pods started for a short peak mostly start after it and then hold nodes; a level held for
+    # short_peak_s or longer is provisioned at the target as before. None (or a value <= the target) = off
+    short_peak_s: float = 600.0
+    short_peak_utilization: float | None = 100.0
 
     @property
     def horizon_s(self) -> float:
@@ -103,9 +112,45 @@ class PredictiveTrigger:
             raise ValueError(f"method: must be one of {', '.join(fc.METHODS)}")
         if self.scale_down_stabilization_s is not None and not 0 <= self.scale_down_stabilization_s <= 3600:
             raise ValueError("scale_down_stabilization_s: must be in [0, 3600]")
-        for f in ("scale_up_lookahead_s", "scale_down_lookahead_s"):
+        for f in ("scale_up_lookahead_s", "scale_down_lookahead_s", "short_peak_s"):
             if not 0 <= getattr(self, f) <= 3600:
                 raise ValueError(f"{f}: must be in [0, 3600]")
+        if self.short_peak_utilization is not None and not 0 < self.short_peak_utilization <= 200:
+            raise ValueError("short_peak_utilization: must be in (0, 200] or null")
+
+    def short_peak_factor(self, target_pct: float) -> float | None:
+        """target ÷ short-peak utilisation (< 1) when short peaks are provisioned apart, else None."""
+        u = self.short_peak_utilization
+        if u is None or u <= target_pct or self.short_peak_s <= 0:
+            return None
+        return target_pct / u
+
+
+def provision_cores(values: np.ndarray, interval_s: float, window_s: float, *, margin: float,
+                    short_peak_s: float = 0.0, factor: float | None = None, tolerance: float = 0.1) -> float:
+    """The cores to provision at the target for the forecast ``values`` over the first ``window_s``:
+    :func:`forecast.window_max` × (1 + ``margin``), except that a rise lasting less than ``short_peak_s`` counts
+    only × ``factor`` (target ÷ short-peak utilisation) — the result is max(the highest level the forecast holds
+    for ``short_peak_s`` (its forward rolling minimum; truncated at the end of the forecast, so never lower
+    than a level that may last) × (1 + ``margin``), the peak × ``factor``). A peak within ``tolerance`` of that
+    held level (the rounded top of a tide) is no short peak: the plain maximum. ``factor`` None = the plain
+    window maximum."""
+    peak = fc.window_max(values, interval_s, window_s, margin=margin)
+    if factor is None or not math.isfinite(peak):
+        return peak
+    v = np.asarray(values, dtype=float)
+    k = max(1, math.ceil(window_s / interval_s - 1e-9))
+    span = max(1, math.ceil(short_peak_s / interval_s - 1e-9))
+    head = v[:k + span - 1]
+    if len(head) < k + span - 1:
+        head = np.concatenate([head, np.full(k + span - 1 - len(head), np.nan)])
+    win = np.lib.stride_tricks.sliding_window_view(np.where(np.isnan(head), np.inf, head), span)[:k]
+    held = win.min(axis=1)
+    held = held[np.isfinite(held)]
+    sustained = float(held.max()) * (1.0 + margin) if len(held) else peak
+    if peak <= sustained * (1.0 + tolerance):
+        return peak
+    return max(sustained, peak * factor)
 
 
 @dataclass(frozen=True)
@@ -220,10 +265,22 @@ class PredictiveFit:
     method: str = ""
     period_s: float | None = None
     confidence: float | None = None
+    # the forecast's values for the intervals already past (oldest first; kept across refits by the planner):
+    # what the forecast expected up to now, so a short peak under way is still known as forecast at its tail
+    recent: np.ndarray = field(default_factory=lambda: np.array([]))
 
     def shifted(self, samples: int) -> PredictiveFit:
-        """The same fit seen ``samples`` intervals later (the values already past dropped)."""
-        return replace(self, values=self.values[max(0, samples):])
+        """The same fit seen ``samples`` intervals later (the values already past moved to ``recent``)."""
+        n = max(0, samples)
+        if n == 0:
+            return self
+        return replace(self, values=self.values[n:], recent=np.concatenate([self.recent, self.values[:n]])[-RECENT:])
+
+    def with_recent(self, recent: np.ndarray) -> PredictiveFit:
+        return replace(self, recent=np.asarray(recent, dtype=float)[-RECENT:])
+
+
+RECENT = 64  # forecast values kept in PredictiveFit.recent
 
 
 @dataclass(frozen=True)
@@ -242,6 +299,9 @@ class PredictiveResult:
     method: str = ""
     period_s: float | None = None
     confidence: float | None = None
+    # the load now is a short peak the forecast expected (see :func:`short_peak_now`): the reactive trigger then
+    # sizes at the short-peak utilisation
+    short_peak: bool = False
 
 
 def fit_predictive(p: PredictiveTrigger, history: np.ndarray, interval_s: float,
@@ -278,7 +338,9 @@ def predictive(policy: AutoscalePolicy, obs: WorkloadObservation) -> PredictiveR
     base = dict(error=fit.error, method=fit.method, period_s=fit.period_s, confidence=fit.confidence)
     if fit.status != "ok":
         return PredictiveResult(None, fit.status, **base)
-    peak = fc.window_max(fit.values, fit.interval_s, p.prediction_window_s, margin=p.margin)
+    factor = p.short_peak_factor(policy.target_cpu_utilization)
+    peak = provision_cores(fit.values, fit.interval_s, p.prediction_window_s, margin=p.margin,
+                           short_peak_s=p.short_peak_s, factor=factor, tolerance=policy.tolerance)
     if not math.isfinite(peak):
         return PredictiveResult(None, "fallback: empty forecast", **base)
     per_pod = obs.cpu_request_cores * policy.target_cpu_utilization / 100.0
@@ -290,12 +352,44 @@ def predictive(policy: AutoscalePolicy, obs: WorkloadObservation) -> PredictiveR
         if obs.current_replicas > 0 else None
     if r is None:
         r = math.ceil(peak / per_pod - 1e-9)
-    r, peak = _coalesce(p, fit, r, peak, obs.current_replicas, per_pod, policy.tolerance)
-    return PredictiveResult(max(0, r), "ok", peak_cores=peak, **base)
+    r, peak = _coalesce(p, fit, r, peak, obs.current_replicas, per_pod, policy.tolerance, factor)
+    short = factor is not None and short_peak_now(p, fit, _current_cores(obs), obs.current_replicas * per_pod,
+                                                  policy.tolerance)
+    return PredictiveResult(max(0, r), "ok", peak_cores=peak, short_peak=short, **base)
+
+
+def short_peak_now(p: PredictiveTrigger, fit: PredictiveFit, now_cores: float, served_at_target: float,
+                   tolerance: float = 0.1) -> bool:
+    """Is the load now a short peak the forecast expected? True when the load (``now_cores``) is at most what
+    the forecast gave for the ``short_peak_s`` around now (its past values in ``fit.recent`` and its next ones)
+    × (1 + margin), and the forecast falls within ``short_peak_s`` to what the current replicas serve at the
+    target (``served_at_target``) × (1 + ``tolerance``) — a load above the forecast, or one that lasts, is not."""
+    if not math.isfinite(now_cores):
+        return False
+    span = max(1, math.ceil(p.short_peak_s / fit.interval_s - 1e-9))
+    ahead = np.asarray(fit.values[:span], dtype=float)
+    around = np.concatenate([np.asarray(fit.recent[-span:], dtype=float), ahead])
+    around, ahead = around[~np.isnan(around)], ahead[~np.isnan(ahead)]
+    if not len(ahead):
+        return False
+    m = 1.0 + p.margin
+    return now_cores <= float(around.max()) * m and float(ahead.min()) <= served_at_target * (1.0 + tolerance)
+
+
+def _current_cores(obs: WorkloadObservation) -> float:
+    """The workload's CPU now: the sum of its pods' samples (the mean of those present × pods when some are
+    missing), else the history's last sample; NaN when unknown."""
+    if obs.pod_cpu_cores is not None and len(obs.pod_cpu_cores):
+        v = np.asarray(obs.pod_cpu_cores, dtype=float)
+        ok = ~np.isnan(v)
+        if ok.any():
+            return float(v[ok].mean() * len(v))
+    hist = np.asarray(obs.cpu_history, dtype=float)
+    return float(hist[-1]) if len(hist) else math.nan
 
 
 def _coalesce(p: PredictiveTrigger, fit: PredictiveFit, r: int, peak: float, current: int, per_pod: float,
-              tolerance: float) -> tuple[int, float]:
+              tolerance: float, factor: float | None = None) -> tuple[int, float]:
     """The predictive count ``r`` (for ``peak``) with the rest of a ramp of the forecast taken at once: a scale-up
     provisions for the window extended by ``scale_up_lookahead_s``; a scale-down goes to what the window
     ``scale_down_lookahead_s`` later needs (lower or higher than ``r``, never above ``current``: no scale-down
@@ -303,14 +397,19 @@ def _coalesce(p: PredictiveTrigger, fit: PredictiveFit, r: int, peak: float, cur
     than the tolerance within the look-ahead (a spike's tail), it holds, so the ramp is taken in one change
     once its steep part has passed. Returns (count, the peak it provisions for)."""
     iv = fit.interval_s
+
+    def need(values: np.ndarray, window_s: float, margin: float) -> float:
+        return provision_cores(values, iv, window_s, margin=margin, short_peak_s=p.short_peak_s, factor=factor,
+                               tolerance=tolerance)
+
     if r > current and p.scale_up_lookahead_s > 0:
-        up = fc.window_max(fit.values, iv, p.prediction_window_s + p.scale_up_lookahead_s, margin=p.margin)
+        up = need(fit.values, p.prediction_window_s + p.scale_up_lookahead_s, p.margin)
         if math.isfinite(up) and up > peak:
             return max(r, math.ceil(up / per_pod - 1e-9)), up
     elif r < current and p.scale_down_lookahead_s > 0:
         k = max(1, math.ceil(p.scale_down_lookahead_s / iv - 1e-9))
-        later = fc.window_max(fit.values[k:], iv, p.prediction_window_s, margin=p.margin)
-        near = fc.window_max(fit.values, iv, k * iv)
+        later = need(fit.values[k:], p.prediction_window_s, p.margin)
+        near = need(fit.values, k * iv, 0.0)
         if math.isfinite(later) and math.isfinite(near):
             need_later = math.ceil(later / per_pod - 1e-9)
             need_near = math.ceil(near / (per_pod * (1 + tolerance)) - 1e-9)
@@ -322,19 +421,27 @@ def _coalesce(p: PredictiveTrigger, fit: PredictiveFit, r: int, peak: float, cur
     return r, peak
 
 
-def reactive(policy: AutoscalePolicy, obs: WorkloadObservation) -> TriggerResult:
+def reactive(policy: AutoscalePolicy, obs: WorkloadObservation, short_peak: bool = False) -> TriggerResult:
+    """Kubernetes' CPU rule at the target — at the predictive trigger's ``short_peak_utilization`` instead while
+    the load is a short peak the trusted forecast expected (``short_peak``)."""
+    target = policy.target_cpu_utilization
+    u = policy.predictive.short_peak_utilization
+    if short_peak and u is not None and u > target:
+        target, how = u, f" (a forecast short peak: at {u:g} %)"
+    else:
+        how = ""
     if obs.pod_cpu_cores is not None and len(obs.pod_cpu_cores):
         reqs = np.full(len(obs.pod_cpu_cores), obs.cpu_request_cores)
-        r = hpa.replicas_for_utilization(obs.current_replicas, obs.pod_cpu_cores, reqs, policy.target_cpu_utilization,
+        r = hpa.replicas_for_utilization(obs.current_replicas, obs.pod_cpu_cores, reqs, target,
                                          ready=obs.pod_ready, tolerance=policy.tolerance)
-        return TriggerResult("reactive", r, "per-pod CPU utilisation")
+        return TriggerResult("reactive", r, "per-pod CPU utilisation" + how)
     hist = np.asarray(obs.cpu_history, dtype=float)
     last = float(hist[-1]) if len(hist) else float("nan")
     if not math.isfinite(last) or obs.current_replicas <= 0:
         return TriggerResult("reactive", None, "no current CPU sample")
     util = last / (obs.current_replicas * obs.cpu_request_cores) * 100.0
-    r = hpa.replicas_for_ratio(obs.current_replicas, util, policy.target_cpu_utilization, tolerance=policy.tolerance)
-    return TriggerResult("reactive", r, f"workload CPU utilisation {util:.0f} %")
+    r = hpa.replicas_for_ratio(obs.current_replicas, util, target, tolerance=policy.tolerance)
+    return TriggerResult("reactive", r, f"workload CPU utilisation {util:.0f} %{how}")
 
 
 def metric_trigger(t: MetricTrigger, obs: WorkloadObservation, tolerance: float) -> TriggerResult:
@@ -364,7 +471,7 @@ def evaluate_triggers(policy: AutoscalePolicy,
                                  f"forecast peak {pred.peak_cores:.3g} cores in the next "
                                  f"{policy.predictive.prediction_window_s:g} s (+{policy.predictive.margin:.0%})"))
     if policy.reactive:
-        out.append(reactive(policy, obs))
+        out.append(reactive(policy, obs, short_peak=pred.short_peak))
     return out, pred
 
 
@@ -409,6 +516,7 @@ def step(state: hpa.HpaState, policy: AutoscalePolicy,
         "predictive_status": pred.status,
         "scale_down_window_s": _num(down_window),
         "forecast_peak_cores": _num(pred.peak_cores),
+        "short_peak": pred.short_peak or None,
         "forecast_error": _num(pred.error),
         "forecast_method": pred.method or None,
         "period_s": _num(pred.period_s),

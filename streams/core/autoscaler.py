@@ -423,7 +423,10 @@ class Autoscaler:
             return None
         if ws.fit is None or ts - ws.fit_at >= self.settings.refit_s - 1e-9:
             horizon = p.horizon_s + self.settings.refit_s + 2 * h.interval_s
-            ws.fit = asc.fit_predictive(p, h.values(), h.interval_s, horizon)
+            # what the old forecast expected up to now stays known to the new one (a short peak under way)
+            before = ws.fit.shifted(round((end - ws.fit_end) / h.interval_s)).recent \
+                if ws.fit is not None and ws.fit_end is not None else np.array([])
+            ws.fit = asc.fit_predictive(p, h.values(), h.interval_s, horizon).with_recent(before)
             ws.fit_end, ws.fit_at = end, ts
         assert ws.fit_end is not None
         # the forecast's first value follows fit_end; drop the buckets that passed, and the open bucket
