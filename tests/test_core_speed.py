@@ -699,3 +699,70 @@ def test_interference_strategy_ranks_suspects_once_per_anomaly_like_the_plain_so
                 for d in ds:
                     st.record(d)
     assert made > 5  # the anomalies did lead to moves
+
+
+# ---------------------------------------------------------------- predicted landing
+
+def test_predicted_landing_memo_is_the_computed_landing_across_events_and_ticks() -> None:
+    """Random nodes (zones, taints, cordons, not ready, deleted and re-added) and workload pods (spread constraints,
+    tolerations, selectors; some on a node not known from the events, whose zone comes from the scrapes), random
+    events and ticks between the questions: the landing memoised until the next event is what computing it gives,
+    asked several times per version, also with moves booked (never memoised) and after a scrape changes the zone
+    of an unknown node."""
+    from streams.core.state import _landing, predicted_landing
+
+    rng = random.Random(17)
+    nodes = [f"n{i}" for i in range(7)]
+    ghosts = ["g0", "g1"]  # nodes with pods but no Node event
+
+    def node(n: str) -> m.ClusterEvent:
+        taints = rng.choice([[], [], [m.Taint(key="x", effect=rng.choice(["NoSchedule", "PreferNoSchedule"]))]])
+        return node_ev(n, cpu=rng.choice([2.0, 4.0, 8.0]), zone=rng.choice(["a", "b", "c"]), taints=taints,
+                       unschedulable=rng.random() < 0.1, ready=rng.random() > 0.1,
+                       labels={"disk": rng.choice(["ssd", "hdd"])}, type=rng.choice(["ADDED", "MODIFIED"]))
+
+    def pod(i: int) -> m.ClusterEvent:
+        spread = [m.TopologySpread(max_skew=rng.choice([1, 2]),
+                                   topology_key=rng.choice([ZONE_LABEL, "kubernetes.io/hostname"]),
+                                   when_unsatisfiable=rng.choice(["DoNotSchedule", "ScheduleAnyway"]),
+                                   match_labels={"app": "web"}) for _ in range(rng.choice([0, 0, 1, 2]))]
+        tol = rng.choice([[], [m.Toleration(key="x", operator="Exists")]])
+        return pod_ev("shop", f"p{i}", rng.choice([None, *nodes, *nodes, *ghosts]), app=rng.choice(["web", "api"]),
+                      cpu=rng.choice([0.1, 0.5, 1.5]), phase=rng.choice(["Running", "Running", "Pending"]),
+                      topology_spread=spread, tolerations=tol,
+                      node_selector=rng.choice([{}, {}, {"disk": "ssd"}]))
+
+    ts = T0
+    st = state_of(*[node(n) for n in nodes], *[pod(i) for i in range(30)])
+    asked = 0
+    for step in range(150):
+        r = rng.random()
+        if r < 0.5:
+            for _ in range(rng.choice([1, 1, 3])):
+                if rng.random() < 0.15:
+                    n = rng.choice(nodes)
+                    st.apply_event(node(n).model_copy(update={"type": "DELETED"}) if rng.random() < 0.3 else node(n))
+                else:
+                    ev = pod(rng.randrange(36))
+                    if rng.random() < 0.2 and (ev.namespace, ev.name) in st.pods:
+                        ev = ev.model_copy(update={"type": "DELETED"})
+                    st.apply_event(ev)
+        elif r < 0.8:  # a tick: the unknown nodes' zones may change with it, the version does not
+            ts += 10
+            sums = {n: summary(ts, n, rng.uniform(0, 8)) for n in [*nodes, *ghosts] if rng.random() > 0.2}
+            for g in ghosts:
+                if g in sums:
+                    sums[g] = sums[g].model_copy(update={"zone": rng.choice(["a", "b", "c"])})
+            st.apply_tick(ts, sums)
+        placed = [(k, p) for k, p in st.pods.items() if p.node]
+        for key, p in rng.sample(placed, min(len(placed), 6)):
+            for _ in range(2):
+                want = _landing(st, key, p, p.node, None, None, 0.0, None)[0]
+                assert predicted_landing(st, key, p, p.node) == want, (step, key)
+                asked += 1
+            other = rng.choice(placed)
+            moved = {other[0]: rng.choice(nodes)}
+            extra = {rng.choice(nodes): (0.5, 1.0)}
+            assert predicted_landing(st, key, p, p.node, moved=moved, extra_requests=extra) == \
+                _landing(st, key, p, p.node, moved, extra, 0.0, None)[0], (step, key)
+    assert asked > 500

@@ -905,6 +905,27 @@ def predicted_landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node
     onto nodes this tick); a node without a sample this tick is judged by its requests.
     A model, not the scheduler: plugins it leaves out (image locality, inter-pod affinity, balanced
     allocation) can place the replacement elsewhere."""
+    if not moved and not extra_requests and load_weight <= 0 and state.pods.get(key) is pod:
+        # Alone on the state's objects (no move booked yet, a request-based scheduler) the answer reads only what
+        # changes with an event: memoised until the next one (strategies ask again at every tick about the
+        # anomalies and hot nodes they could not act on, and several strategies about the same pods). Not when a
+        # sibling runs on a node not known from the events: its zone comes from the latest scrape.
+        memo: dict[tuple[Key, str], str | None] = state.cached("predicted_landing", dict)
+        mk = (key, from_node)
+        if mk in memo:
+            return memo[mk]
+        node, stable = _landing(state, key, pod, from_node, moved, extra_requests, load_weight, extra_usage)
+        if stable:
+            memo[mk] = node
+        return node
+    return _landing(state, key, pod, from_node, moved, extra_requests, load_weight, extra_usage)[0]
+
+
+def _landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node: str, moved: dict[Key, str] | None,
+             extra_requests: dict[str, tuple[float, float]] | None, load_weight: float,
+             extra_usage: dict[str, tuple[float, float]] | None) -> tuple[str | None, bool]:
+    """:func:`predicted_landing`, computed; and whether it read only the state's objects (every sibling of the
+    pod on a node known from the events, so that its zone does not come from a scrape)."""
     moved = moved or {}
     extra = extra_requests or {}
     wl = pod.workload.key if pod.workload is not None else None
@@ -924,6 +945,7 @@ def predicted_landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node
             n = moved.get(k, p.node)
             if n:
                 siblings[n] += 1
+    stable = all(n in state.nodes for n in siblings)  # else a sibling's zone is read from the scrapes
     freed_use: dict[str, float] = {}
     if load_weight > 0:
         for k in {key, *moved}:  # the usage leaving with the pod and with the other moves of this tick
@@ -962,7 +984,7 @@ def predicted_landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node
     keep &= (cpu_after <= a_cpu + 1e-9) & (mem_after <= a_mem + 1e-9)
     idx = np.flatnonzero(keep)
     if not len(idx):
-        return None
+        return None, stable
     names = [cand[i] for i in idx]
     free = ((a_cpu[idx] - cpu_after[idx]) / a_cpu[idx] + (a_mem[idx] - mem_after[idx]) / a_mem[idx]) / 2.0
     prefer = prefer_all[idx]
@@ -985,7 +1007,7 @@ def predicted_landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node
             cnt = zc if c.topology_key == ZONE_LABEL else nc
             ok &= cnt + 1 - cnt.min() <= c.max_skew
     if not ok.any():
-        return None
+        return None, stable
     score = 100.0 * np.array(free)
     soft = [c for c in pod.topology_spread if c.when_unsatisfiable == "ScheduleAnyway"]
     if soft:
@@ -1005,7 +1027,8 @@ def predicted_landing(state: ClusterState, key: Key, pod: PodSnapshot, from_node
     if pf.max() > 0:
         score += 300.0 * (pf.max() - pf) / pf.max()
     best = score[ok].max()
-    return min(n for n, s, good in zip(names, score, ok, strict=True) if good and s >= best - 1e-9)
+    return (min(n for n, s, good in zip(names, score, ok, strict=True) if good and s >= best - 1e-9),
+            stable)
 
 
 # ---------------------------------------------------------------- the shared pod-choice layer
