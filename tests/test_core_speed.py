@@ -308,7 +308,7 @@ def plain_cpu_correlations(state, mi, col, memo=None):  # type: ignore[no-untype
 
 def plain_learn(self) -> None:  # type: ignore[no-untyped-def]
     """NodeState._learn as first written: one path for any number of unlearned scrapes."""
-    from streams.core.interference import METRICS, _ewm, _median
+    from streams.core.interference import METRICS, _ewm
 
     s = self.settings
     rows = self.window_rows(self.unlearned)
@@ -331,9 +331,9 @@ def plain_learn(self) -> None:  # type: ignore[no-untyped-def]
     self.bstd[:, self.bhead] = np.where(c > 1, np.sqrt(bv), np.nan)
     self.learned += 1
     if self.learned % s.robust_every == 0:
-        self.pmed, self.pblocks = _median(self.bmean)
+        self.pmed, self.pblocks = plain_median(self.bmean)
         nu = max(s.learn_every - 1, 1)
-        self.psd = _median(self.bstd, upper=True)[0] / (1 - 2 / (9 * nu)) ** 1.5
+        self.psd = plain_median(self.bstd, upper=True)[0] / (1 - 2 / (9 * nu)) ** 1.5
     self._thresholds()
 
 
@@ -369,9 +369,74 @@ def _churning_scrapes(seed: int, n: int = 700) -> list[m.ClusterMetrics]:
     return out
 
 
+def plain_median(a: np.ndarray, upper: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """interference._median as first written (np.take_along_axis)."""
+    srt = np.sort(a, axis=1)
+    k = (a == a).sum(axis=1)
+    i = np.minimum(k // 2, np.maximum(k - 1, 0)) if upper else np.maximum(k - 1, 0) // 2
+    med = np.take_along_axis(srt, i[:, None, :], axis=1)[:, 0, :].astype(np.float64)
+    return np.where(k > 0, med, np.nan), k
+
+
+def plain_window_rows(self, n=None):  # type: ignore[no-untyped-def]
+    """NodeState.window_rows as first written: a new array at every call."""
+    w = self.settings.window
+    n = min(w if n is None else n, self.scrapes)
+    return (self.head - np.arange(n - 1, -1, -1)) % w
+
+
+def plain_self_explained(settings, rc, col):  # type: ignore[no-untyped-def]
+    """interference.self_explained as first written (np.nanmax over the others)."""
+    from streams.core.interference import _distinct
+
+    thr = settings.self_load_min_score
+    if thr is None or rc is None:
+        return False
+    r = rc[0]
+    if not np.isfinite(r[col]) or r[col] < thr:
+        return False
+    others = r[_distinct(settings, rc, col)]
+    return bool(others.size == 0 or r[col] >= np.nanmax(others))
+
+
+def test_interference_small_shortcuts_are_the_plain_rules() -> None:
+    """The cached ring rows, the median's direct indexing and the max of the others without np.nanmax (NaN
+    among them or not) give what the plain rules give, bit for bit."""
+    import warnings
+
+    from streams.core import interference as itf
+
+    rng = np.random.default_rng(21)
+    for _ in range(300):
+        w = int(rng.integers(4, 40))
+        st = itf.NodeState(itf.InterferenceSettings(window=w, flag_window=min(6, w), learn_every=min(12, w)))
+        st.head, st.scrapes = int(rng.integers(-1, w)), int(rng.integers(0, 3 * w))
+        for n in (None, int(rng.integers(0, w + 3))):
+            got, want = st.window_rows(n), plain_window_rows(st, n)
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), (w, st.head, n)
+            assert not got.flags.writeable
+        a = rng.normal(1, 1, (2, int(rng.integers(1, 40)), int(rng.integers(0, 30)))).astype(
+            rng.choice([np.float32, np.float64]))
+        a[rng.random(a.shape) < rng.choice([0.0, 0.3, 0.9, 1.0])] = np.nan
+        for upper in (False, True):
+            (gm, gk), (wm, wk) = itf._median(a, upper), plain_median(a, upper)
+            assert gm.dtype == wm.dtype and gm.tobytes() == wm.tobytes() and gk.tobytes() == wk.tobytes()
+        p = int(rng.integers(1, 12))
+        r = rng.uniform(-1, 1, p)
+        r[rng.random(p) < rng.choice([0.0, 0.2, 1.0])] = np.nan
+        own = rng.uniform(-1, 1, p)
+        col = int(rng.integers(p))
+        r[col] = rng.choice([r[col], 0.9, 0.6, np.nan])
+        s = itf.InterferenceSettings(collinear_max=float(rng.choice([0.5, 0.8, 1.0])))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            assert itf.self_explained(s, (r, own), col) == plain_self_explained(s, (r, own), col)
+
+
 def test_interference_shortcuts_match_the_plain_detector(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The shared CPU window of a scrape's candidates and the one-scrape learning step give the same
-    anomalies and the same state, bit for bit, as the detector as first written."""
+    """The shared CPU window of a scrape's candidates, the one-scrape learning step and the small shortcuts
+    (cached ring rows, the median's indexing, the others' max) give the same anomalies and the same state, bit
+    for bit, as the detector as first written."""
     from streams.core import interference as itf
 
     def run(plain: bool, msgs: list[m.ClusterMetrics]) -> tuple[list[dict], itf.NodeState]:
@@ -379,6 +444,9 @@ def test_interference_shortcuts_match_the_plain_detector(monkeypatch) -> None:  
             if plain:
                 mp.setattr(itf, "cpu_correlations", plain_cpu_correlations)
                 mp.setattr(itf.NodeState, "_learn", plain_learn)
+                mp.setattr(itf, "_median", plain_median)
+                mp.setattr(itf.NodeState, "window_rows", plain_window_rows)
+                mp.setattr(itf, "self_explained", plain_self_explained)
             st = itf.NodeState(itf.InterferenceSettings(warmup=10, learn_every=4, robust_every=2, window=20))
             out = [a.model_dump() for msg in msgs for a in itf.update(st, msg)]
         return out, st

@@ -56,6 +56,7 @@ daily CPU peaks are anti-correlated (亲和, ``Profile.complements``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -349,11 +350,18 @@ class NodeState:
     def window_rows(self, n: int | None = None) -> np.ndarray:
         """Ring rows of the last ``n`` scrapes (default: the window), oldest first."""
         w = self.settings.window
-        n = min(w if n is None else n, self.scrapes)
-        return (self.head - np.arange(n - 1, -1, -1)) % w
+        return _ring_rows(w, self.head, min(w if n is None else n, self.scrapes))
 
     def memory_values(self) -> int:
         return self.cpu.size + self.val.size + self.out.size + self.bmean.size + self.bstd.size + self.mean.size * 3
+
+
+@functools.lru_cache(maxsize=4096)
+def _ring_rows(w: int, head: int, n: int) -> np.ndarray:
+    """``(head - [n-1, …, 0]) % w``, read-only: the same few arrays are asked for at every scrape of every node."""
+    rows = (head - np.arange(n - 1, -1, -1)) % w
+    rows.setflags(write=False)
+    return rows
 
 
 # ---------------------------------------------------------------- the step
@@ -363,7 +371,8 @@ def _median(a: np.ndarray, upper: bool = False) -> tuple[np.ndarray, np.ndarray]
     srt = np.sort(a, axis=1)  # NaN sort last
     k = (a == a).sum(axis=1)
     i = np.minimum(k // 2, np.maximum(k - 1, 0)) if upper else np.maximum(k - 1, 0) // 2
-    med = np.take_along_axis(srt, i[:, None, :], axis=1)[:, 0, :].astype(np.float64)
+    # srt[m, i[m, p], p] (as np.take_along_axis(srt, i[:, None, :], axis=1)[:, 0, :], without its overhead)
+    med = srt[np.arange(srt.shape[0])[:, None], i, np.arange(srt.shape[2])].astype(np.float64)
     return np.where(k > 0, med, np.nan), k
 
 
@@ -477,11 +486,11 @@ def cpu_correlations(state: NodeState, mi: int, col: int, memo: _CpuMemo | None 
         if miss.any():  # a pod absent from some scrapes: fill with its mean (no information)
             colmean = np.where(miss, 0.0, c).sum(axis=0) / np.maximum((~miss).sum(axis=0), 1)
             c = np.where(miss, colmean, c)
-        cc = c - c.mean(axis=0)
+        cc = c - c.sum(axis=0) / c.shape[0]  # c.mean(axis=0), the same floats, without np.mean's overhead
         hit = memo[mk] = (cc, (cc * cc).sum(axis=0), cc.T)
     cc, ss, cct = hit
     y = y[ok]
-    yc = y - y.mean()
+    yc = y - y.sum() / y.shape[0]  # y.mean()
     den = np.sqrt(ss * (yc @ yc))
     den_own = np.sqrt(ss * ss[col])
     # (no division by zero: a denominator that is not > 0 is replaced by 1 before dividing)
@@ -521,7 +530,12 @@ def self_explained(settings: InterferenceSettings, rc: Correlations | None, col:
     if not np.isfinite(r[col]) or r[col] < thr:
         return False
     others = r[_distinct(settings, rc, col)]
-    return bool(others.size == 0 or r[col] >= np.nanmax(others))
+    if others.size == 0:
+        return True
+    top = others.max()
+    if top != top:  # NaN among them (max propagates it): the largest of the others
+        top = np.nanmax(others)
+    return bool(r[col] >= top)
 
 
 def _evidence(state: NodeState, mi: int, col: int) -> dict[str, Any]:
