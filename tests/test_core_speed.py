@@ -834,3 +834,70 @@ def test_predicted_landing_memo_is_the_computed_landing_across_events_and_ticks(
             assert predicted_landing(st, key, p, p.node, moved=moved, extra_requests=extra) == \
                 _landing(st, key, p, p.node, moved, extra, 0.0, None)[0], (step, key)
     assert asked > 500
+
+
+def test_apart_index_is_rebuilt_only_for_other_pairs_and_equals_the_plain_index() -> None:
+    """Pairs added, re-confirmed (only the time moves), pruned and re-added in another order, the dict replaced:
+    the shared index equals the one built from the pairs (the same sets, kept_apart_from the same), and what a
+    caller copied from it earlier is unchanged."""
+    rng = random.Random(23)
+    wls = [f"shop/w{i}" for i in range(8)]
+    st = ClusterState()
+    for step in range(400):
+        r = rng.random()
+        if r < 0.4:
+            a, b = rng.sample(wls, 2)
+            st.apart[(min(a, b), max(a, b))] = float(step)
+        elif r < 0.55 and st.apart:
+            del st.apart[rng.choice(list(st.apart))]
+        elif r < 0.6:
+            st.apart = {k: t for k, t in st.apart.items() if rng.random() < 0.7}
+        elif r < 0.62 and st.apart:  # one pair gone and another come between two asks: as many pairs
+            del st.apart[rng.choice(list(st.apart))]
+            a, b = rng.sample(wls, 2)
+            st.apart[(min(a, b), max(a, b))] = float(step)
+        elif r < 0.67:
+            items = list(st.apart.items())
+            rng.shuffle(items)
+            st.apart = dict(items)
+        elif st.apart:
+            st.apart[rng.choice(list(st.apart))] = float(step)  # re-confirmed: same pairs
+        want = st._build_apart_index()
+        got = st.apart_index()
+        assert got == want, step
+        for w in wls:
+            assert st.kept_apart_from(w) == want.get(w, set()), (step, w)
+
+
+def test_healthy_elsewhere_counts_follow_pod_events_like_the_plain_sum() -> None:
+    """Random pods of a few workloads (Running or not, ready or not, on a node or not), moved, changed and deleted;
+    asked about pods of the state and about snapshots that differ from it (another node, none): the per-version
+    counts give the plain sum over the workload's pods."""
+    from streams.core.state import Choice
+
+    rng = random.Random(29)
+    nodes = [f"n{i}" for i in range(5)]
+
+    def pod(i: int) -> m.ClusterEvent:
+        return pod_ev("shop", f"p{i}", rng.choice([None, *nodes]), app=rng.choice(["web", "api", "db"]),
+                      phase=rng.choice(["Running", "Running", "Pending", "Failed"]), ready=rng.random() > 0.3,
+                      kind=rng.choice(["Deployment", "Deployment", None]))
+
+    def plain(state: ClusterState, key: Key, p: m.PodSnapshot) -> int:
+        if p.workload is None:
+            return 0
+        return sum(1 for k, q in state.pods_by_workload().get(p.workload.key, [])
+                   if k != key and q.phase == "Running" and q.ready and q.node and q.node != p.node)
+
+    st = state_of(*[node_ev(n) for n in nodes], *[pod(i) for i in range(30)])
+    for step in range(200):
+        for _ in range(rng.choice([0, 1, 1, 4])):
+            ev = pod(rng.randrange(36))
+            if rng.random() < 0.2 and (ev.namespace, ev.name) in st.pods:
+                ev = ev.model_copy(update={"type": "DELETED"})
+            st.apply_event(ev)
+        choice = Choice(st)
+        for key, p in rng.sample(list(st.pods.items()), min(len(st.pods), 8)):
+            assert choice.healthy_elsewhere(key, p) == plain(st, key, p), (step, key)
+            q = p.model_copy(update={"node": rng.choice([None, "", *nodes])})  # a snapshot unlike the state's
+            assert choice.healthy_elsewhere(key, q) == plain(st, key, q), (step, key, q.node)

@@ -218,6 +218,9 @@ class ClusterState:
     # (landings signature, (workload, node) -> latest landing ts): see last_landing()
     _landing_index: tuple[tuple[int, int, int], dict[tuple[str, str], float]] | None = \
         field(default=None, repr=False, compare=False)
+    # (the pairs of `apart`, in order; the index built from them): see apart_index()
+    _apart_index: tuple[tuple[tuple[str, str], ...], dict[str, set[str]]] | None = \
+        field(default=None, repr=False, compare=False)
     # Bumped when a PDB appears, goes or changes its selector (not its status): which PDBs select which labels
     # (see pdbs_for) is kept across the frequent status-only PDB events and every other event.
     pdb_selectors_version: int = field(default=0, repr=False, compare=False)
@@ -391,7 +394,18 @@ class ClusterState:
         return set(self.apart_index().get(workload, ()))
 
     def apart_index(self) -> dict[str, set[str]]:
-        """workload -> the workloads kept apart from it (both directions of every pair in :attr:`apart`)."""
+        """workload -> the workloads kept apart from it (both directions of every pair in :attr:`apart`). Shared:
+        callers must not change it. Rebuilt only when the pairs (the keys of :attr:`apart`, in order) changed: an
+        anomaly confirming a known pair moves only its time, and every strategy's choice of every tick asks."""
+        pairs = tuple(self.apart)
+        hit = self._apart_index
+        if hit is not None and hit[0] == pairs:
+            return hit[1]
+        index = self._build_apart_index()
+        self._apart_index = (pairs, index)
+        return index
+
+    def _build_apart_index(self) -> dict[str, set[str]]:
         index: dict[str, set[str]] = {}
         for a, b in self.apart:
             index.setdefault(a, set()).add(b)
@@ -1040,6 +1054,18 @@ class Target:
     mem_pct_after: float
 
 
+def _healthy_by_node(pods: list[tuple[Key, PodSnapshot]]) -> tuple[int, Counter[str], dict[Key, str]]:
+    """Of a workload's pods, the Running and ready ones on a node: how many, how many per node, and each one's
+    node (see :meth:`Choice.healthy_elsewhere`)."""
+    per_node: Counter[str] = Counter()
+    node_of: dict[Key, str] = {}
+    for k, p in pods:
+        if p.phase == "Running" and p.ready and p.node:
+            per_node[p.node] += 1
+            node_of[k] = p.node
+    return len(node_of), per_node, node_of
+
+
 class Choice:
     """One strategy's pod choices in the current tick, through every shared rule (reads the state,
     never writes it; the planner records the decisions afterwards with :meth:`ClusterState.record`).
@@ -1076,7 +1102,6 @@ class Choice:
             self.moved[k] = mv.to_node or mv.from_node
             if mv.to_node:
                 self._add(mv.to_node, mv.requests, mv.usage)
-        self._by_wl: dict[str, list[tuple[Key, PodSnapshot]]] | None = None
         self.spread_cache: dict = {}  # spread counts for the current `moved` (cleared by take)
         self._apart: dict[str, set[str]] | None = None  # workload -> workloads kept apart from it (lazily)
 
@@ -1173,13 +1198,19 @@ class Choice:
         return False
 
     def healthy_elsewhere(self, key: Key, pod: PodSnapshot) -> int:
-        """Running, ready pods of the same workload on other nodes."""
-        if self._by_wl is None:
-            self._by_wl = self.state.pods_by_workload()
+        """Running, ready pods of the same workload on other nodes (the pod itself not counted): from the
+        workload's count of such pods per node, kept until the next event (every candidate of every hot node
+        asks, at every tick)."""
         if pod.workload is None:
             return 0
-        return sum(1 for k, p in self._by_wl.get(pod.workload.key, [])
-                   if k != key and p.phase == "Running" and p.ready and p.node and p.node != pod.node)
+        wl = pod.workload.key
+        total, per_node, node_of = self.state._memo(
+            "healthy-by-node", wl, lambda: _healthy_by_node(self.state.pods_by_workload().get(wl, [])))
+        n = total - per_node.get(pod.node, 0)  # a pod without a node: every healthy pod is on another node
+        own = node_of.get(key)
+        if own is not None and own != pod.node:
+            n -= 1
+        return n
 
     def prefer(self, key: Key, pod: PodSnapshot) -> tuple[int, int, int]:
         wl = pod.workload.key if pod.workload is not None else ""
