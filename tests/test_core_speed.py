@@ -901,3 +901,44 @@ def test_healthy_elsewhere_counts_follow_pod_events_like_the_plain_sum() -> None
             assert choice.healthy_elsewhere(key, p) == plain(st, key, p), (step, key)
             q = p.model_copy(update={"node": rng.choice([None, "", *nodes])})  # a snapshot unlike the state's
             assert choice.healthy_elsewhere(key, q) == plain(st, key, q), (step, key, q.node)
+
+
+def test_pods_by_workload_catches_up_like_a_rebuild() -> None:
+    """Random pod events (added, moved to another workload or none, changed, deleted, re-added; several per version,
+    the same pod several times), the pod log cut short (a rebuild): the index caught up from the pod log holds, per
+    workload, the very lists a rebuild gives (the same keys in key order, the same snapshots), and what a caller
+    held earlier is unchanged."""
+    import streams.core.state as state_mod
+
+    rng = random.Random(31)
+
+    def pod(i: int) -> m.ClusterEvent:
+        return pod_ev(rng.choice(["shop", "batch"]), f"p{i}", rng.choice([None, "n0", "n1"]),
+                      app=rng.choice(["web", "api", "db"]), kind=rng.choice(["Deployment", "Deployment", None]),
+                      phase=rng.choice(["Running", "Pending"]))
+
+    old_max = state_mod.POD_LOG_MAX
+    try:
+        for case in range(6):
+            state_mod.POD_LOG_MAX = rng.choice([8, 40, 100_000])
+            st = state_of(node_ev("n0"), node_ev("n1"), *[pod(i) for i in range(25)])
+            held = []
+            for step in range(80):
+                few = rng.random() < 0.3
+                for _ in range(rng.choice([0, 1, 1, 3, 10])):
+                    if rng.random() < 0.05:
+                        st.apply_event(node_ev("n0", type="MODIFIED"))
+                        continue
+                    ev = pod(rng.randrange(4) if few else rng.randrange(35))
+                    if rng.random() < 0.25 and (ev.namespace, ev.name) in st.pods:
+                        ev = ev.model_copy(update={"type": "DELETED"})
+                    st.apply_event(ev)
+                got, want = st.pods_by_workload(), st._pods_by_workload()
+                assert got == want, (case, step)
+                assert all(a[1] is b[1] for wl in want for a, b in zip(got[wl], want[wl], strict=True)), (case, step)
+                if rng.random() < 0.3:
+                    held.append((got, {wl: list(v) for wl, v in got.items()}))
+            for index, copy in held:
+                assert {wl: list(v) for wl, v in index.items()} == copy
+    finally:
+        state_mod.POD_LOG_MAX = old_max

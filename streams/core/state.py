@@ -592,14 +592,51 @@ class ClusterState:
         return index, where
 
     def pods_by_workload(self) -> dict[str, list[tuple[Key, PodSnapshot]]]:
-        """Pods grouped by workload key (sorted by pod key), rebuilt only after an event."""
-        def build() -> dict[str, list[tuple[Key, PodSnapshot]]]:
-            out: dict[str, list[tuple[Key, PodSnapshot]]] = {}
-            for k, p in sorted(self.pods.items()):
-                if p.workload is not None:
-                    out.setdefault(p.workload.key, []).append((k, p))
-            return out
-        return self.cached("pods_by_workload", build)
+        """Pods grouped by workload key (each list sorted by pod key), caught up from the pod events rather than
+        rebuilt (don't change it; the workloads' order is not :meth:`_pods_by_workload`'s)."""
+        return self.incremental("pods_by_workload", self._workload_index, self._workload_index_catch_up)[0]
+
+    def _pods_by_workload(self) -> dict[str, list[tuple[Key, PodSnapshot]]]:
+        """:meth:`pods_by_workload`, built from every pod."""
+        out: dict[str, list[tuple[Key, PodSnapshot]]] = {}
+        for k, p in sorted(self.pods.items()):
+            if p.workload is not None:
+                out.setdefault(p.workload.key, []).append((k, p))
+        return out
+
+    def _workload_index(self) -> tuple[dict[str, list[tuple[Key, PodSnapshot]]], dict[Key, str]]:
+        return self._pods_by_workload(), {k: p.workload.key for k, p in self.pods.items() if p.workload is not None}
+
+    def _workload_index_catch_up(self, old: tuple[dict[str, list[tuple[Key, PodSnapshot]]], dict[Key, str]],
+                                 keys: list[Key]) -> tuple[dict[str, list[tuple[Key, PodSnapshot]]], dict[Key, str]]:
+        """Each changed pod leaves the list of the workload it was in and enters, in key order, the list of the one
+        it is in now (new lists: the old ones are left as they were)."""
+        index, where = dict(old[0]), dict(old[1])
+        changed = list(dict.fromkeys(keys))
+        lists: dict[str, list[tuple[Key, PodSnapshot]]] = {}
+
+        def edit(wl: str) -> list[tuple[Key, PodSnapshot]]:
+            lst = lists.get(wl)
+            if lst is None:
+                lst = lists[wl] = list(index.get(wl, ()))
+            return lst
+
+        for k in changed:
+            wl = where.pop(k, None)
+            if wl is not None:
+                lst = edit(wl)
+                del lst[bisect.bisect_left(lst, k, key=_entry_key)]
+        for k in changed:
+            p = self.pods.get(k)
+            if p is not None and p.workload is not None:
+                where[k] = p.workload.key
+                bisect.insort(edit(p.workload.key), (k, p), key=_entry_key)
+        for wl, lst in lists.items():
+            if lst:
+                index[wl] = lst
+            else:
+                index.pop(wl, None)
+        return index, where
 
     # ------------------------------------------------------------ cooldown bookkeeping
     def record_decision(self, strategy: str, node: str, pod: Key, made_at: float) -> None:
@@ -876,6 +913,10 @@ def spread_move_ok(state: ClusterState, key: Key, pod: PodSnapshot, from_node: s
 # ---------------------------------------------------------------- where the scheduler puts a replacement
 
 SPREAD_SCORE_WEIGHT = 2.0  # PodTopologySpread's default score weight
+
+
+def _entry_key(e: tuple[Key, PodSnapshot]) -> Key:
+    return e[0]
 
 
 def _landing_nodes(state: ClusterState) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray,
