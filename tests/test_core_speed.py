@@ -942,3 +942,39 @@ def test_pods_by_workload_catches_up_like_a_rebuild() -> None:
                 assert {wl: list(v) for wl, v in index.items()} == copy
     finally:
         state_mod.POD_LOG_MAX = old_max
+
+
+def test_prefer_no_schedule_count_and_apart_sets_are_the_plain_ones() -> None:
+    """Nodes with and without taints of every effect, pods with and without tolerations: the count of untolerated
+    PreferNoSchedule taints is the plain sum; and a choice's read-only apart sets are kept_apart_from's, which
+    choosing targets never changes."""
+    from streams.core.state import Choice, tolerates, untolerated_prefer_no_schedule
+
+    rng = random.Random(37)
+    effects = ["NoSchedule", "PreferNoSchedule", "NoExecute"]
+    for _ in range(500):
+        node = m.NodeSnapshot(allocatable=m.Resources(cpu_cores=4, mem_bytes=1e9), taints=[
+            m.Taint(key=rng.choice(["a", "b"]), value=rng.choice(["", "x"]), effect=rng.choice(effects))
+            for _ in range(rng.choice([0, 0, 1, 2]))])
+        tol = [m.Toleration(key=rng.choice(["a", "b", None]), operator=rng.choice(["Exists", "Equal"]),
+                            value=rng.choice([None, "x"]), effect=rng.choice([None, *effects]))
+               for _ in range(rng.choice([0, 1, 2]))]
+        pod = m.PodSnapshot(node="n0", phase="Running", requests=m.Resources(cpu_cores=0.1, mem_bytes=1.0),
+                            tolerations=tol)
+        want = sum(1 for t in node.taints if t.effect == "PreferNoSchedule" and not tolerates(pod.tolerations, t))
+        assert untolerated_prefer_no_schedule(pod, node) == want
+    nodes = [f"n{i}" for i in range(4)]
+    st = state_of(*[node_ev(n) for n in nodes],
+                  *[pod_ev("shop", f"p{i}", nodes[i % 4], app=f"w{i % 5}") for i in range(20)])
+    st.apply_tick(T0, {n: summary(T0, n, 1.0) for n in nodes})
+    for step in range(100):
+        a, b = rng.sample([f"shop/w{i}" for i in range(5)], 2)
+        st.apart[(min(a, b), max(a, b))] = float(step)
+        if rng.random() < 0.3:
+            del st.apart[rng.choice(list(st.apart))]
+        choice = Choice(st)
+        for key, p in rng.sample(list(st.pods.items()), 5):
+            wl = p.workload.key
+            assert choice._apart_of(wl) == choice.kept_apart_from(wl) == st._build_apart_index().get(wl, set())
+            choice.targets(key, p, p.node, (0.1, 1.0))
+        assert st.apart_index() == st._build_apart_index(), step

@@ -786,6 +786,8 @@ def tolerates(tolerations: list[Toleration], taint: Taint) -> bool:
 
 def untolerated_prefer_no_schedule(pod: PodSnapshot, node: NodeSnapshot) -> int:
     """How many of ``node``'s PreferNoSchedule taints ``pod`` does not tolerate."""
+    if not node.taints:  # most nodes: nothing to count
+        return 0
     return sum(1 for t in node.taints if t.effect == "PreferNoSchedule" and not tolerates(pod.tolerations, t))
 
 
@@ -1095,6 +1097,9 @@ class Target:
     mem_pct_after: float
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 def _healthy_by_node(pods: list[tuple[Key, PodSnapshot]]) -> tuple[int, Counter[str], dict[Key, str]]:
     """Of a workload's pods, the Running and ready ones on a node: how many, how many per node, and each one's
     node (see :meth:`Choice.healthy_elsewhere`)."""
@@ -1189,7 +1194,7 @@ class Choice:
                 nodes: list[str] | None = None) -> list[Target]:
         """Nodes the pod could move to, best (lowest CPU after) first; empty = nowhere to go."""
         st = self.state
-        apart = self.kept_apart_from(pod.workload.key) if pod.workload is not None else set()
+        apart = self._apart_of(pod.workload.key) if pod.workload is not None else _NONE
         max_cpu = self.g.hot_cpu_pct if max_cpu_pct is None else max_cpu_pct
         out = []
         for n in (st.ready_nodes() if nodes is None else nodes):
@@ -1227,7 +1232,13 @@ class Choice:
             self._apart = self.state.apart_index()
         return set(self._apart.get(workload, ()))
 
-    def _hosts(self, node: str, workloads: set[str]) -> bool:
+    def _apart_of(self, workload: str) -> set[str] | frozenset[str]:
+        """:meth:`kept_apart_from` without the copy (read only: the choice's shared index)."""
+        if self._apart is None:
+            self._apart = self.state.apart_index()
+        return self._apart.get(workload, _NONE)
+
+    def _hosts(self, node: str, workloads: set[str] | frozenset[str]) -> bool:
         if not workloads.isdisjoint(self.state.workloads_on(node)):
             for k, p in self.state.pods_on(node):
                 if p.workload is not None and p.workload.key in workloads and self.moved.get(k, node) == node:
