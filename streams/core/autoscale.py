@@ -294,7 +294,10 @@ class TriggerResult:
 class PredictiveResult:
     replicas: int | None
     status: str  # "ok" or "fallback: <reason>"
-    peak_cores: float | None = None
+    peak_cores: float | None = None  # the forecast's peak (× (1 + margin)) the count answers
+    # the cores the count provisions for at the target when short peaks count at short_peak_utilization (and
+    # differ from ``peak_cores``); None otherwise
+    provision_cores: float | None = None
     error: float | None = None
     method: str = ""
     period_s: float | None = None
@@ -355,7 +358,12 @@ def predictive(policy: AutoscalePolicy, obs: WorkloadObservation) -> PredictiveR
     r, peak = _coalesce(p, fit, r, peak, obs.current_replicas, per_pod, policy.tolerance, factor)
     short = factor is not None and short_peak_now(p, fit, _current_cores(obs), obs.current_replicas * per_pod,
                                                   policy.tolerance)
-    return PredictiveResult(max(0, r), "ok", peak_cores=peak, short_peak=short, **base)
+    if factor is None:
+        return PredictiveResult(max(0, r), "ok", peak_cores=peak, **base)
+    # the published peak stays the forecast's (a dashboard's "forecast demand"); what it was sized to goes apart
+    raw = max(peak, fc.window_max(fit.values, fit.interval_s, p.prediction_window_s, margin=p.margin))
+    return PredictiveResult(max(0, r), "ok", peak_cores=raw, provision_cores=peak if peak != raw else None,
+                            short_peak=short, **base)
 
 
 def short_peak_now(p: PredictiveTrigger, fit: PredictiveFit, now_cores: float, served_at_target: float,
@@ -516,6 +524,7 @@ def step(state: hpa.HpaState, policy: AutoscalePolicy,
         "predictive_status": pred.status,
         "scale_down_window_s": _num(down_window),
         "forecast_peak_cores": _num(pred.peak_cores),
+        "provision_cores": _num(pred.provision_cores) if pred.provision_cores is not None else None,
         "short_peak": pred.short_peak or None,
         "forecast_error": _num(pred.error),
         "forecast_method": pred.method or None,
