@@ -88,6 +88,36 @@ class Node:
     usage_memory: float = 0.0
 
 
+# cpu.shares of a container without a CPU request (2 of 1024 per core), as a weight in cores
+MIN_CPU_SHARE_CORES = 2 / 1024
+
+
+def cfs_share(want: np.ndarray, request: np.ndarray, node: np.ndarray, room: np.ndarray, nnodes: int) -> np.ndarray:
+    """The CPU each pod gets when its node's ``room`` (cores, per node index) is less than what its pods ``want``:
+    the Linux CFS scheduler shares a contended CPU by cgroup weight (kubelet sets ``cpu.shares`` from the CPU
+    request, :data:`MIN_CPU_SHARE_CORES` without one) — weighted max-min fairness: a pod wanting less than its
+    weight's share of the room gets what it wants, and what it leaves is split over the others by weight
+    (water-filling). So a pod within its request is not slowed by a neighbour bursting past its own (requests
+    never exceed allocatable). ``want``, ``request``, ``node``: per pod, all on overcommitted nodes."""
+    weight = np.maximum(request, MIN_CPU_SHARE_CORES)
+    got = np.zeros(len(want))
+    left = room.astype(float).copy()
+    active = np.ones(len(want), dtype=bool)
+    while active.any():
+        wsum = np.bincount(node[active], weights=weight[active], minlength=nnodes)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            level = np.where(wsum > 0, np.maximum(left, 0.0) / wsum, 0.0)
+        fair = level[node] * weight
+        done = active & (want <= fair)
+        if not done.any():
+            got[active] = fair[active]
+            break
+        got[done] = want[done]
+        left -= np.bincount(node[done], weights=want[done], minlength=nnodes)
+        active &= ~done
+    return got
+
+
 @dataclass(eq=False)
 class Pod:
     name: str
@@ -1361,14 +1391,16 @@ class Cluster:
         cpu = np.where(starting, 0.1 * self._p_req, cpu)
         cpu = np.where(self._p_daemon, self._p_fixcpu, cpu)
         cpu = np.where(bound, cpu, 0.0)
-        # nodes: pods on an overcommitted node are throttled proportionally
+        # nodes: on an overcommitted node the CPU is shared like the kernel's CFS with cpu.shares from the
+        # requests: every pod gets what it wants up to its weighted fair share, the rest goes to the others
         total = np.bincount(node[bound], weights=cpu[bound], minlength=nnodes)
         room = np.maximum(0.0, self._n_cpu - sc.overhead_cpu)
         over = (total > room) & (room > 0)
-        f = np.ones(nnodes)
-        f[over] = room[over] / total[over]
         if over.any():
-            cpu = np.where(bound, cpu * f[np.maximum(node, 0)], cpu)
+            on = bound & over[np.maximum(node, 0)]
+            idx = np.flatnonzero(on)
+            cpu = cpu.copy()
+            cpu[idx] = cfs_share(cpu[idx], self._p_req[idx], node[idx], room, nnodes)
             total = np.where(over, room, total)
         # memory: flat per pod + slow growth with age (+ load for memory-bound apps) + 1 % noise
         age_h = np.maximum(0.0, self.t - self._p_born) / 3600.0

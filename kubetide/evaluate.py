@@ -43,7 +43,8 @@ of :data:`KEYS` (computed by :mod:`kubetide.scorecard` from per-tick series):
   workload within 30 min of an earlier eviction of the same workload whose replacement pod is the
   pod now evicted, or whose replacement landed on the node the pod is now evicted from.
 - ``underprovisioned_pod_minutes``: kubesim's per-tick count of under-provisioned pods (Ready pods
-  that could not serve more than 1 % of their share of demand — per-pod cap, node throttling — plus
+  that could not serve more than 1 % of their share of demand — per-pod cap, a contended node shared by
+  request like CFS — plus
   every replica of an app with demand and no Ready pod) × tick length. (With a kubesim without
   ``Cluster.sla``: unserved demand in pods of the app's request,
   :func:`kubetide.scorecard.underprovisioned_pod_minutes`.)

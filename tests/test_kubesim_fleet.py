@@ -195,6 +195,22 @@ def test_underprovisioning_is_counted_per_tick():
     assert st["accounting"]["node_hours"] == pytest.approx(3 * 120 / 3600)
 
 
+def test_a_contended_node_is_shared_by_requests_like_cfs():
+    """Two apps on one 4-core node: ``quiet`` (request 2, wants 1.5) stays within its request and keeps all of it;
+    ``burst`` (request 1, limit 4, wants 4) gets the rest of the node (2.5), not a proportional cut of both."""
+    groups = [{"name": "general", "cpu": 4, "memory": "32Gi", "nodes": [{"zone": "zone-a"}]}]
+    quiet = app("quiet", replicas=1, requests={"cpu": "2", "memory": "1Gi"}, demand={"cpu": 1.5}, startup_s=0)
+    burst = app("burst", replicas=1, requests={"cpu": "1", "memory": "1Gi"}, limits={"cpu": "4"},
+                demand={"cpu": 4}, startup_s=0)
+    c = Cluster(load_scenario(doc([quiet, burst], groups=groups)))
+    c.advance(20)
+    (q,) = [p for p in c.pods.values() if p.app == "quiet"]
+    (b,) = [p for p in c.pods.values() if p.app == "burst"]
+    assert q.usage_cpu == pytest.approx(1.5) and q.unserved_cpu == pytest.approx(0.0)
+    assert b.usage_cpu == pytest.approx(2.5) and b.unserved_cpu == pytest.approx(1.5)
+    assert c.sla["underprovisioned_pods"] == 1
+
+
 # ---------------------------------------------------------------- HPA
 
 
