@@ -135,9 +135,17 @@ def provision_cores(values: np.ndarray, interval_s: float, window_s: float, *, m
     than a level that may last) × (1 + ``margin``), the peak × ``factor``). A peak within ``tolerance`` of that
     held level (the rounded top of a tide) is no short peak: the plain maximum. ``factor`` None = the plain
     window maximum."""
+    return _provision(values, interval_s, window_s, margin=margin, short_peak_s=short_peak_s, factor=factor,
+                      tolerance=tolerance)[1]
+
+
+def _provision(values: np.ndarray, interval_s: float, window_s: float, *, margin: float, short_peak_s: float,
+               factor: float | None, tolerance: float) -> tuple[float, float]:
+    """(the plain window maximum × (1 + margin), :func:`provision_cores`): the caller that publishes the
+    forecast's peak beside the sized one gets both from one pass."""
     peak = fc.window_max(values, interval_s, window_s, margin=margin)
     if factor is None or not math.isfinite(peak):
-        return peak
+        return peak, peak
     v = np.asarray(values, dtype=float)
     k = max(1, math.ceil(window_s / interval_s - 1e-9))
     span = max(1, math.ceil(short_peak_s / interval_s - 1e-9))
@@ -149,8 +157,8 @@ def provision_cores(values: np.ndarray, interval_s: float, window_s: float, *, m
     held = held[np.isfinite(held)]
     sustained = float(held.max()) * (1.0 + margin) if len(held) else peak
     if peak <= sustained * (1.0 + tolerance):
-        return peak
-    return max(sustained, peak * factor)
+        return peak, peak
+    return peak, max(sustained, peak * factor)
 
 
 @dataclass(frozen=True)
@@ -342,8 +350,8 @@ def predictive(policy: AutoscalePolicy, obs: WorkloadObservation) -> PredictiveR
     if fit.status != "ok":
         return PredictiveResult(None, fit.status, **base)
     factor = p.short_peak_factor(policy.target_cpu_utilization)
-    peak = provision_cores(fit.values, fit.interval_s, p.prediction_window_s, margin=p.margin,
-                           short_peak_s=p.short_peak_s, factor=factor, tolerance=policy.tolerance)
+    plain, peak = _provision(fit.values, fit.interval_s, p.prediction_window_s, margin=p.margin,
+                             short_peak_s=p.short_peak_s, factor=factor, tolerance=policy.tolerance)
     if not math.isfinite(peak):
         return PredictiveResult(None, "fallback: empty forecast", **base)
     per_pod = obs.cpu_request_cores * policy.target_cpu_utilization / 100.0
@@ -361,7 +369,7 @@ def predictive(policy: AutoscalePolicy, obs: WorkloadObservation) -> PredictiveR
     if factor is None:
         return PredictiveResult(max(0, r), "ok", peak_cores=peak, **base)
     # the published peak stays the forecast's (a dashboard's "forecast demand"); what it was sized to goes apart
-    raw = max(peak, fc.window_max(fit.values, fit.interval_s, p.prediction_window_s, margin=p.margin))
+    raw = max(peak, plain)
     return PredictiveResult(max(0, r), "ok", peak_cores=raw, provision_cores=peak if peak != raw else None,
                             short_peak=short, **base)
 
@@ -524,7 +532,7 @@ def step(state: hpa.HpaState, policy: AutoscalePolicy,
         "predictive_status": pred.status,
         "scale_down_window_s": _num(down_window),
         "forecast_peak_cores": _num(pred.peak_cores),
-        "provision_cores": _num(pred.provision_cores) if pred.provision_cores is not None else None,
+        "provision_cores": _num(pred.provision_cores),
         "short_peak": pred.short_peak or None,
         "forecast_error": _num(pred.error),
         "forecast_method": pred.method or None,
