@@ -101,7 +101,7 @@ def cfs_share(want: np.ndarray, request: np.ndarray, node: np.ndarray, room: np.
     never exceed allocatable). ``want``, ``request``, ``node``: per pod, all on overcommitted nodes."""
     weight = np.maximum(request, MIN_CPU_SHARE_CORES)
     got = np.zeros(len(want))
-    left = room.astype(float).copy()
+    left = room.astype(float)  # a copy
     active = np.ones(len(want), dtype=bool)
     while active.any():
         wsum = np.bincount(node[active], weights=weight[active], minlength=nnodes)
@@ -1399,7 +1399,6 @@ class Cluster:
         if over.any():
             on = bound & over[np.maximum(node, 0)]
             idx = np.flatnonzero(on)
-            cpu = cpu.copy()
             cpu[idx] = cfs_share(cpu[idx], self._p_req[idx], node[idx], room, nnodes)
             total = np.where(over, room, total)
         # memory: flat per pod + slow growth with age (+ load for memory-bound apps) + 1 % noise
