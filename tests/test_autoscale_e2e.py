@@ -77,12 +77,8 @@ async def test_autoscale_decision_scales_the_deployment(kafka: str, tmp_path: Pa
                 # The actuator writes the scale (and its marker) before it publishes the action record, and a
                 # later decision may have been applied meanwhile: wait for the marker's record to arrive.
                 marker = (dep.annotations or {}).get("kubetide.io/last-decision")
-                deadline = time.monotonic() + 15
-                while time.monotonic() < deadline and marker not in {
-                        a.decision_id for a in actions.matching(lambda a: getattr(a, "outcome", "") == "applied")}:
-                    await asyncio.sleep(0.1)
-                assert marker in {
-                    a.decision_id for a in actions.matching(lambda a: getattr(a, "outcome", "") == "applied")}
+                await actions.wait_for(lambda a: getattr(a, "decision_id", None) == marker
+                                       and getattr(a, "outcome", "") == "applied", within=15)
                 await sim.advance(10)
                 assert sum(1 for p in cluster.pods.values() if p.app == APP) == dep.replicas
                 # Only the autoscaled workload was touched (kubesim's HPA is off; no other policy).
